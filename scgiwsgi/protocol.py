@@ -1,0 +1,340 @@
+"""Sans-IO SCGI: a request parser and the encoders of both directions.
+
+Nothing here touches a socket.  Feed bytes to :class:`RequestParser` with
+:meth:`~RequestParser.receive_data` (``b""`` means the peer closed) and pull
+events with :meth:`~RequestParser.next_event` until it returns
+:data:`NEED_DATA`:
+
+* :class:`RequestHead` once, with the headers in the order received;
+* :class:`BodyData` zero or more times;
+* :class:`EndOfRequest` once the body reached CONTENT_LENGTH;
+* :class:`ConnectionClosed` when the peer closed before sending one byte.
+
+A request the parser rejects raises a :class:`~scgiwsgi.errors.ProtocolError`
+whose ``status_hint`` is the status to answer with
+(:func:`encode_error_response`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import http
+from collections.abc import Iterable, Mapping
+
+from .errors import BodyTooLarge, HeaderTooLarge, IncompleteRequest, MalformedRequest
+
+__all__ = [
+    "NEED_DATA",
+    "BodyData",
+    "ConnectionClosed",
+    "EndOfRequest",
+    "Event",
+    "RequestHead",
+    "RequestParser",
+    "encode_error_response",
+    "encode_request",
+    "encode_response_head",
+    "reason_phrase",
+]
+
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestHead:
+    """The header netstring, parsed: names and values as raw bytes."""
+
+    headers: dict[bytes, bytes]
+    content_length: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyData:
+    """A non-empty piece of the request body."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class EndOfRequest:
+    """The body is complete; bytes after it, if any, are ignored."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionClosed:
+    """The peer closed the connection before sending anything."""
+
+
+class _NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA = _NeedData.NEED_DATA
+"""Returned by :meth:`RequestParser.next_event` when more bytes are needed."""
+
+Event = RequestHead | BodyData | EndOfRequest | ConnectionClosed
+
+
+class _State(enum.Enum):
+    LENGTH = "length"
+    HEADERS = "headers"
+    BODY = "body"
+    DONE = "done"
+
+
+_END_OF_REQUEST = EndOfRequest()
+_CONNECTION_CLOSED = ConnectionClosed()
+
+
+class RequestParser:
+    """Incremental parser of one SCGI request.
+
+    ``max_header_size`` caps the header netstring's declared length
+    (:class:`~scgiwsgi.errors.HeaderTooLarge`, 431); ``max_body_size`` caps
+    CONTENT_LENGTH (:class:`~scgiwsgi.errors.BodyTooLarge`, 413), None means
+    unlimited.  Any other violation raises
+    :class:`~scgiwsgi.errors.MalformedRequest` (400).  After an error the
+    parser is unusable.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_body_size: int | None = None,
+    ) -> None:
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self._state = _State.LENGTH
+        self._buffer = bytearray()
+        self._body_chunks: list[bytes] = []
+        self._header_length = -1
+        self._body_remaining = 0
+        self._received_any = False
+        self._eof = False
+        self._end_sent = False
+
+    @property
+    def body_remaining(self) -> int:
+        """Body bytes still expected from the peer (0 before the head)."""
+        return self._body_remaining
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed its side."""
+        if not data:
+            self._eof = True
+            return
+        self._received_any = True
+        if self._state is _State.BODY:
+            self._take_body(data)
+        elif self._state is not _State.DONE:
+            self._buffer += data
+
+    def next_event(self) -> Event | _NeedData:
+        """Return the next event, or :data:`NEED_DATA`.
+
+        Raises :class:`~scgiwsgi.errors.ProtocolError` for a bad request.
+        """
+        if self._state is _State.LENGTH:
+            self._parse_length()
+        if self._state is _State.HEADERS:
+            head = self._parse_headers()
+            if head is not None:
+                return head
+        if self._state is _State.BODY:
+            return self._body_event()
+        if self._state is _State.DONE:
+            return self._done_event()
+        return self._need_data_or_eof()
+
+    # -- the netstring length -------------------------------------------------
+
+    def _parse_length(self) -> None:
+        # Strategy: validate digit by digit as bytes arrive, so a garbage or
+        # oversized prefix is rejected without waiting for a ':' that may never
+        # come.  The longest valid length has as many digits as the limit.
+        buffer = self._buffer
+        colon = buffer.find(b":")
+        digits = bytes(buffer if colon < 0 else buffer[:colon])
+        if digits and not digits.isdigit():
+            bad = next(b for b in digits if not 0x30 <= b <= 0x39)
+            raise MalformedRequest(
+                f"netstring length must be decimal digits, got byte {bytes([bad])!r}"
+            )
+        if len(digits) > 1 and digits[0:1] == b"0":
+            raise MalformedRequest("netstring length has a leading zero")
+        if len(digits) > len(str(self.max_header_size)) or (
+            digits and int(digits) > self.max_header_size
+        ):
+            raise HeaderTooLarge(
+                f"header netstring is longer than max_header_size ({self.max_header_size} bytes)"
+            )
+        if colon < 0:
+            return
+        if not digits:
+            raise MalformedRequest("netstring length is empty")
+        self._header_length = int(digits)
+        del buffer[: colon + 1]
+        self._state = _State.HEADERS
+
+    # -- the header block -----------------------------------------------------
+
+    def _parse_headers(self) -> RequestHead | None:
+        length = self._header_length
+        if len(self._buffer) < length + 1:
+            return None
+        if self._buffer[length] != 0x2C:  # ","
+            raise MalformedRequest("header netstring does not end with ','")
+        headers = _split_headers(bytes(self._buffer[:length]))
+        content_length = _check_required_headers(headers)
+        if self.max_body_size is not None and content_length > self.max_body_size:
+            raise BodyTooLarge(
+                f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
+            )
+        rest = bytes(self._buffer[length + 1 :])
+        self._buffer = bytearray()
+        self._body_remaining = content_length
+        self._state = _State.BODY if content_length else _State.DONE
+        if rest:
+            self._take_body(rest)
+        return RequestHead(headers, content_length)
+
+    # -- the body -------------------------------------------------------------
+
+    def _take_body(self, data: bytes) -> None:
+        remaining = self._body_remaining
+        if len(data) > remaining:
+            data = data[:remaining]
+        if data:
+            self._body_chunks.append(data)
+            self._body_remaining = remaining - len(data)
+
+    def _body_event(self) -> Event | _NeedData:
+        if self._body_chunks:
+            chunks = self._body_chunks
+            self._body_chunks = []
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self._body_remaining == 0:
+                self._state = _State.DONE
+            return BodyData(data)
+        if self._body_remaining == 0:
+            self._state = _State.DONE
+            return self._done_event()
+        if self._eof:
+            raise IncompleteRequest(
+                f"peer closed the connection with {self._body_remaining} body bytes missing"
+            )
+        return NEED_DATA
+
+    def _done_event(self) -> Event | _NeedData:
+        if self._end_sent:
+            return NEED_DATA
+        self._end_sent = True
+        return _END_OF_REQUEST
+
+    def _need_data_or_eof(self) -> Event | _NeedData:
+        if not self._eof:
+            return NEED_DATA
+        if not self._received_any:
+            self._state = _State.DONE
+            self._end_sent = True
+            return _CONNECTION_CLOSED
+        where = "netstring length" if self._state is _State.LENGTH else "header netstring"
+        raise IncompleteRequest(f"peer closed the connection inside the {where}")
+
+
+def _split_headers(block: bytes) -> dict[bytes, bytes]:
+    if not block:
+        raise MalformedRequest("header block is empty (CONTENT_LENGTH is required)")
+    if block[-1] != 0:
+        raise MalformedRequest("header block does not end with a NUL byte")
+    items = block[:-1].split(b"\0")
+    if len(items) % 2:
+        raise MalformedRequest("header block has a name without a value")
+    headers: dict[bytes, bytes] = {}
+    for index in range(0, len(items), 2):
+        name = items[index]
+        if not name:
+            raise MalformedRequest("header block has an empty header name")
+        if name in headers:
+            raise MalformedRequest(f"duplicate header {_show(name)}")
+        headers[name] = items[index + 1]
+    return headers
+
+
+def _check_required_headers(headers: dict[bytes, bytes]) -> int:
+    first = next(iter(headers))
+    if first != b"CONTENT_LENGTH":
+        raise MalformedRequest(f"first header must be CONTENT_LENGTH, got {_show(first)}")
+    raw_length = headers[b"CONTENT_LENGTH"]
+    if not raw_length.isdigit():
+        raise MalformedRequest(f"CONTENT_LENGTH must be decimal digits, got {_show(raw_length)}")
+    scgi = headers.get(b"SCGI")
+    if scgi is None:
+        raise MalformedRequest("required header SCGI is missing")
+    if scgi != b"1":
+        raise MalformedRequest(f"header SCGI must be '1', got {_show(scgi)}")
+    return int(raw_length)
+
+
+def _show(value: bytes, limit: int = 40) -> str:
+    text = repr(value[:limit])[2:-1]
+    return f"'{text}...'" if len(value) > limit else f"'{text}'"
+
+
+# -- encoders ---------------------------------------------------------------
+
+
+def reason_phrase(code: int) -> str:
+    """The standard reason phrase of ``code``, or ``""`` if it has none."""
+    try:
+        return http.HTTPStatus(code).phrase
+    except ValueError:
+        return ""
+
+
+def encode_response_head(status: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """Encode a CGI-style response head: ``Status:`` line, headers, blank line.
+
+    ``status`` is ``"NNN Reason"`` and every name and value must already be
+    validated latin-1 text (:mod:`scgiwsgi.response` does that).
+    """
+    lines = [f"Status: {status}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def encode_error_response(code: int, message: str = "") -> bytes:
+    """A complete plain-text response for a request the server rejects."""
+    reason = reason_phrase(code) or "Error"
+    body = f"{code} {reason}\n{message}\n" if message else f"{code} {reason}\n"
+    payload = body.encode("latin-1", "replace")
+    head = encode_response_head(
+        f"{code} {reason}",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))],
+    )
+    return head + payload
+
+
+def encode_request(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes = b""
+) -> bytes:
+    """Encode a complete SCGI request (netstring of headers, then the body).
+
+    ``CONTENT_LENGTH`` (from ``len(body)``) and ``SCGI=1`` are written first;
+    those two names in ``headers`` are ignored.  Names and values are encoded
+    as latin-1; a NUL inside one raises :class:`ValueError`.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    parts = [b"CONTENT_LENGTH\0", str(len(body)).encode("ascii"), b"\0SCGI\x001\0"]
+    for name, value in pairs:
+        if name in ("CONTENT_LENGTH", "SCGI"):
+            continue
+        raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+        if b"\0" in raw_name or b"\0" in raw_value or not raw_name:
+            raise ValueError(f"SCGI header {name!r} has an empty name or a NUL byte")
+        parts += [raw_name, b"\0", raw_value, b"\0"]
+    block = b"".join(parts)
+    return b"%d:%s,%s" % (len(block), block, body)
