@@ -1,0 +1,1 @@
+"""Example applications for scgiwsgi (importable as ``examples.*`` from the repo root)."""
