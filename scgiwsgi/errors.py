@@ -99,6 +99,15 @@ class BindError(StartupError):
 
 
 class AppImportError(StartupError):
-    """The WSGI application cannot be imported or found (exit status 4)."""
+    """The WSGI application cannot be imported or found (exit status 4).
+
+    ``traceback_text`` holds the traceback when the failure happened inside
+    the user's code (worth showing); it is None when the one-line message
+    says it all (a missing module, a missing attribute).
+    """
 
     exit_code = 4
+
+    def __init__(self, message: str, traceback_text: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text

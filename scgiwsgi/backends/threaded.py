@@ -1,0 +1,96 @@
+"""The threaded backend: a fixed pool of worker threads."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+
+from ..config import Config
+from .base import Backend, Handler, Listening
+
+__all__ = ["ThreadedBackend"]
+
+log = logging.getLogger("scgiwsgi.error")
+
+_Job = tuple[socket.socket, Listening] | None
+
+
+class ThreadedBackend(Backend):
+    """A bounded pool of ``config.threads`` threads.
+
+    The accept loop takes a connection only when a thread is free, so a busy
+    server never queues work in memory: excess connections wait in the
+    kernel's listen queue.
+    """
+
+    name = "threaded"
+    multithread = True
+
+    def __init__(self, listeners: list[Listening], handler: Handler, config: Config) -> None:
+        super().__init__(listeners, handler, config)
+        self._slots = threading.Semaphore(config.threads)
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @classmethod
+    def is_multithread(cls, config: Config) -> bool:
+        return config.threads > 1
+
+    def describe(self) -> str:
+        return f"threaded ({self.config.threads} threads)"
+
+    def start(self) -> None:
+        for number in range(self.config.threads):
+            thread = threading.Thread(
+                target=self._work, name=f"scgiwsgi-worker-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wait_for_capacity(self) -> bool:
+        while not self.stopping:
+            if self._slots.acquire(timeout=0.2):
+                if self.stopping:
+                    self._slots.release()
+                    return False
+                return True
+        return False
+
+    def dispatch(self, sock: socket.socket, listener: Listening) -> None:
+        with self._idle:
+            self._active += 1
+        self._jobs.put((sock, listener))
+
+    def finish(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._active and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            abandoned = self._active
+        if abandoned:
+            log.warning(
+                "%d request(s) still running after the graceful timeout (%ss) are abandoned",
+                abandoned,
+                timeout,
+            )
+        for _ in self._threads:
+            self._jobs.put(None)
+        if not abandoned:
+            for thread in self._threads:
+                thread.join(timeout=1.0)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            sock, listener = job
+            try:
+                self.handler.handle(sock, listener)
+            finally:
+                with self._idle:
+                    self._active -= 1
+                    self._idle.notify_all()
+                self._slots.release()

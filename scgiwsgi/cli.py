@@ -1,0 +1,199 @@
+"""The ``scgi-wsgi`` command: options -> :class:`~scgiwsgi.Config` -> server.
+
+Defaults live in :class:`~scgiwsgi.Config` only; an option left out on the
+command line is simply not passed on.  Exit statuses: 0 after a normal or
+graceful stop, 2 for a bad option, 3 when an address cannot be bound, 4 when
+the application cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import LOG_LEVELS, Config
+from .errors import AppImportError, StartupError
+from .gateway import WSGIApp
+from .logs import configure_error_log
+
+__all__ = ["main"]
+
+_DEFAULTS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(Config)}
+_SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)i?b?\Z", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
+    """A byte count: ``65536``, ``64K``, ``10M``, ``1G`` (powers of 1024)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE_RE.match(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a size like 65536, 64K, 10M or 1G", param, ctx)
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+class ModeParam(click.ParamType):  # type: ignore[type-arg]
+    """Octal permission bits such as ``660`` or ``0o600``."""
+
+    name = "MODE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            self.fail(f"{value!r} is not an octal mode like 660", param, ctx)
+        return int(text, 8)
+
+
+def _default(name: str) -> str:
+    value = _DEFAULTS[name]
+    if name == "socket_mode":
+        return oct(int(value))[2:]
+    if name == "bind":
+        return ", ".join(value)
+    return "none" if value is None else str(value)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("app", required=False)
+@click.option(
+    "-b",
+    "--bind",
+    multiple=True,
+    metavar="ADDRESS",
+    help="HOST:PORT, [IPv6]:PORT, unix:/path or fd://N; repeat for several. "
+    f"[default: {_default('bind')}]",
+)
+@click.option("--single", "backend", flag_value="single", help="Serve one request at a time.")
+@click.option(
+    "--threaded",
+    "backend",
+    flag_value="threaded",
+    help="Serve requests from a pool of threads (the default).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Threads of the threaded backend. [default: {_default('threads')}]",
+)
+@click.option(
+    "--script-name",
+    metavar="PREFIX",
+    help="Mount prefix: SCRIPT_NAME for requests under it, e.g. /app.",
+)
+@click.option(
+    "--max-header-size",
+    type=SizeParam(),
+    help=f"Largest SCGI header block (431 above). [default: {_default('max_header_size')}]",
+)
+@click.option(
+    "--max-body-size",
+    type=SizeParam(),
+    help="Largest request body (413 above). [default: unlimited]",
+)
+@click.option(
+    "--socket-mode",
+    type=ModeParam(),
+    help=f"Mode of unix sockets. [default: {_default('socket_mode')}]",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Listen queue length. [default: {_default('backlog')}]",
+)
+@click.option(
+    "--graceful-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Time in-flight requests get after SIGTERM/SIGINT. "
+    f"[default: {_default('graceful_timeout')}]",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help=f"Time to receive the SCGI header. [default: {_default('header_timeout')}]",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help=f"Time allowed between body reads and sends. [default: {_default('body_timeout')}]",
+)
+@click.option(
+    "--access-log",
+    metavar="FILE|-",
+    help="Write an access log (Apache combined format) to FILE, or - for stdout.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help=f"Error log level (stderr). [default: {_default('log_level')}]",
+)
+@click.option("--chdir", metavar="DIR", help="Change to DIR before loading the app.")
+@click.option(
+    "--pythonpath",
+    multiple=True,
+    metavar="DIR",
+    help="Put DIR at the front of sys.path; repeatable.",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="scgi-wsgi")
+def command(
+    app: str | None, chdir: str | None, pythonpath: tuple[str, ...], **options: Any
+) -> None:
+    """Serve the WSGI application APP over SCGI.
+
+    APP is pkg.mod:name, pkg.mod:factory() (literal arguments allowed),
+    pkg.mod (then 'application', then 'app'), or path/to/file.py[:name].
+    Without APP, a built-in page lists each request's CGI variables.
+    """
+    settings = {name: value for name, value in options.items() if value not in (None, ())}
+    if "log_level" in settings:
+        settings["log_level"] = settings["log_level"].lower()
+    try:
+        config = Config(**settings)
+        configure_error_log(config.log_level)
+        application = _load(app, chdir, pythonpath)
+        _serve(application, app, config)
+    except StartupError as exc:
+        _fail(exc)
+
+
+def _load(spec: str | None, chdir: str | None, pythonpath: tuple[str, ...]) -> WSGIApp | None:
+    if spec is None:
+        return None
+    from .loading import load_app
+
+    return load_app(spec, chdir=chdir, pythonpath=pythonpath)
+
+
+def _serve(application: WSGIApp | None, spec: str | None, config: Config) -> None:
+    from .server import WSGIServer
+
+    server = WSGIServer(application, config=config, app_name=spec)
+    server.serve_forever()
+
+
+def _fail(exc: StartupError) -> None:
+    if isinstance(exc, AppImportError) and exc.traceback_text:
+        click.echo(exc.traceback_text.rstrip("\n"), err=True)
+    click.echo(f"scgi-wsgi: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    command(prog_name="scgi-wsgi")

@@ -1,0 +1,162 @@
+"""Build the PEP 3333 environ from the SCGI headers of one request.
+
+Pure functions: no socket, no global state.  Every SCGI header is already a
+CGI variable, so it becomes an environ key as it is (decoded as latin-1);
+the server only fills what PEP 3333 requires and the front end left out.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["ServerInfo", "build_environ", "split_script_name", "url_scheme"]
+
+WSGI_VERSION = (1, 0)
+
+# A client header named Content-Type or Content-Length reaches the app as
+# CONTENT_TYPE / CONTENT_LENGTH; the HTTP_ twins are forbidden by PEP 3333.
+_FORBIDDEN_KEYS = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")
+
+
+class ServerInfo:
+    """What the server knows of itself, for the variables a front end omits.
+
+    ``server_name`` and ``server_port`` are the listening socket's address;
+    ``multithread`` and ``multiprocess`` come from the backend class.
+    """
+
+    __slots__ = ("multiprocess", "multithread", "script_name", "server_name", "server_port")
+
+    def __init__(
+        self,
+        *,
+        server_name: str = "localhost",
+        server_port: str = "80",
+        multithread: bool = False,
+        multiprocess: bool = False,
+        script_name: str = "",
+    ) -> None:
+        self.server_name = server_name
+        self.server_port = server_port
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.script_name = script_name
+
+
+def build_environ(
+    headers: Mapping[bytes, bytes],
+    *,
+    server: ServerInfo,
+    wsgi_input: IO[bytes] | Any,
+    wsgi_errors: IO[str] | None = None,
+    file_wrapper: Any = None,
+) -> dict[str, Any]:
+    """Return the WSGI environ for a request with the given SCGI headers.
+
+    ``headers`` maps raw names to raw values, as
+    :class:`scgiwsgi.protocol.RequestHead` carries them.  Never raises for any
+    header content: odd values are passed through, missing ones defaulted.
+    """
+    environ: dict[str, Any] = {
+        name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()
+    }
+    for key in _FORBIDDEN_KEYS:
+        environ.pop(key, None)
+    _fill_request_line(environ)
+    _fill_server(environ, server)
+    _fill_paths(environ, server.script_name)
+    environ.update(
+        {
+            "wsgi.version": WSGI_VERSION,
+            "wsgi.url_scheme": url_scheme(environ),
+            "wsgi.input": wsgi_input,
+            "wsgi.errors": wsgi_errors if wsgi_errors is not None else sys.stderr,
+            "wsgi.multithread": server.multithread,
+            "wsgi.multiprocess": server.multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+        }
+    )
+    if file_wrapper is not None:
+        environ["wsgi.file_wrapper"] = file_wrapper
+    return environ
+
+
+def url_scheme(environ: Mapping[str, Any]) -> str:
+    """``https`` when HTTPS is ``on``/``1`` (any case), else REQUEST_SCHEME, else ``http``."""
+    if str(environ.get("HTTPS", "")).strip().lower() in ("on", "1"):
+        return "https"
+    scheme = str(environ.get("REQUEST_SCHEME", "")).strip().lower()
+    return scheme if scheme in ("http", "https") else "http"
+
+
+def split_script_name(path: str, prefix: str) -> tuple[str, str]:
+    """Split a decoded request path into ``(SCRIPT_NAME, PATH_INFO)``.
+
+    The split happens only at a segment boundary: ``/app/x`` under ``/app``
+    gives ``("/app", "/x")``; ``/application`` is outside the prefix and gives
+    ``("", "/application")``.
+    """
+    if not prefix:
+        return "", path
+    if path == prefix or path.startswith(prefix + "/"):
+        return prefix, path[len(prefix) :]
+    return "", path
+
+
+def _fill_request_line(environ: dict[str, Any]) -> None:
+    environ.setdefault("REQUEST_METHOD", "GET")
+    uri = environ.get("REQUEST_URI")
+    if "QUERY_STRING" not in environ:
+        environ["QUERY_STRING"] = uri.partition("?")[2] if uri else ""
+    if environ.get("CONTENT_TYPE") == "":
+        del environ["CONTENT_TYPE"]
+
+
+def _fill_server(environ: dict[str, Any], server: ServerInfo) -> None:
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
+    if environ.get("SERVER_NAME") and environ.get("SERVER_PORT"):
+        return
+    host, port = _host_and_port(environ.get("HTTP_HOST", ""), url_scheme(environ))
+    if not environ.get("SERVER_NAME"):
+        environ["SERVER_NAME"] = host or server.server_name
+    if not environ.get("SERVER_PORT"):
+        environ["SERVER_PORT"] = port if host else server.server_port
+
+
+def _host_and_port(host_header: str, scheme: str) -> tuple[str, str]:
+    default_port = "443" if scheme == "https" else "80"
+    if not host_header:
+        return "", default_port
+    if host_header.startswith("["):
+        host, _, rest = host_header.partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        return host + "]", port or default_port
+    host, _, port = host_header.partition(":")
+    return host, port or default_port
+
+
+def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
+    # Strategy: a front end that sends PATH_INFO (lighttpd, Apache with
+    # proxy-scgi-pathinfo) knows its mount; keep what it sent unless the
+    # operator set --script-name.  Otherwise (nginx, stock Apache) the truth
+    # is REQUEST_URI: strip the query, percent-decode, decode latin-1.
+    if "PATH_INFO" in environ and not prefix:
+        environ.setdefault("SCRIPT_NAME", "")
+        return
+    path = _request_path(environ)
+    environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
+
+
+def _request_path(environ: Mapping[str, Any]) -> str:
+    uri = environ.get("REQUEST_URI")
+    if uri is None:
+        return str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    raw_path = uri.partition("?")[0].partition("#")[0]
+    if "://" in raw_path and not raw_path.startswith("/"):
+        # An absolute-form request target (proxy style): keep only its path.
+        raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+    return unquote_to_bytes(raw_path).decode("latin-1")

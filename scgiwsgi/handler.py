@@ -1,0 +1,275 @@
+"""The one place where the SCGI protocol meets a socket.
+
+:class:`ConnectionHandler` serves exactly one request on one accepted
+connection: it reads the header netstring within ``header_timeout``, builds
+the environ, runs the application through :mod:`scgiwsgi.gateway`, writes
+the response and closes the connection in the way that keeps the front end's
+view right (a clean close, or a reset for a broken response).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import sys
+import time
+from typing import IO, Any, Protocol
+
+from .config import Config
+from .environ import ServerInfo, build_environ
+from .errors import IncompleteRequest, ProtocolError
+from .gateway import Outcome, WSGIApp, run_application
+from .protocol import (
+    NEED_DATA,
+    BodyData,
+    ConnectionClosed,
+    EndOfRequest,
+    RequestHead,
+    RequestParser,
+    encode_error_response,
+)
+from .response import ClientDisconnected, FileWrapper, Response
+from .wsgi_input import BodyInput
+
+__all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo"]
+
+log = logging.getLogger("scgiwsgi.error")
+
+_RECV_SIZE = 64 * 1024
+_ERROR_DRAIN_BYTES = 1024 * 1024
+_ERROR_DRAIN_SECONDS = 1.0
+
+
+class ListenerInfo(Protocol):
+    """What the handler needs to know of the socket a connection came from."""
+
+    display: str
+    server_name: str
+    server_port: str
+
+
+class AccessLogger(Protocol):
+    """Writes one access log line per request."""
+
+    def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None: ...
+
+
+class ConnectionHandler:
+    """Serves one request per accepted connection; safe to share across threads.
+
+    ``multithread`` and ``multiprocess`` are the backend's flags and go to the
+    environ unchanged.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        *,
+        multithread: bool,
+        multiprocess: bool,
+        access_log: AccessLogger | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.access_log = access_log
+        self._servers: dict[str, ServerInfo] = {}
+
+    def handle(self, sock: socket.socket, listener: ListenerInfo) -> None:
+        """Serve the request on ``sock`` and close it; never raises ``Exception``."""
+        peer = _peer_name(sock, listener)
+        try:
+            self._serve(sock, listener, peer)
+        except Exception:
+            log.exception("%s: unexpected error while serving the connection", peer)
+            _abort(sock)
+        finally:
+            sock.close()
+
+    def _serve(self, sock: socket.socket, listener: ListenerInfo, peer: str) -> None:
+        started = time.monotonic()
+        parser = RequestParser(
+            max_header_size=self.config.max_header_size,
+            max_body_size=self.config.max_body_size,
+        )
+        head = self._read_head(sock, parser, peer)
+        if head is None:
+            return
+        sock.settimeout(self.config.body_timeout)
+        reader = _BodyReader(sock, parser)
+        environ = build_environ(
+            head.headers,
+            server=self._server_info(listener),
+            wsgi_input=BodyInput(reader.read_chunk, head.content_length),
+            wsgi_errors=sys.stderr,
+            file_wrapper=FileWrapper,
+        )
+        response = Response(
+            lambda data: _send_all(sock, data),
+            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count),
+            head_request=environ["REQUEST_METHOD"] == "HEAD",
+        )
+        outcome = run_application(self.app, environ, response)
+        if self.access_log is not None:
+            size = response.body_bytes
+            self.access_log.log(environ, response.status_code, size, time.monotonic() - started)
+        if outcome is Outcome.ABORT:
+            _abort(sock)
+        else:
+            _finish(sock, environ["wsgi.input"], self.config.body_timeout)
+
+    def _read_head(
+        self, sock: socket.socket, parser: RequestParser, peer: str
+    ) -> RequestHead | None:
+        try:
+            return _receive_head(sock, parser, self.config.header_timeout)
+        except ProtocolError as exc:
+            _reject(sock, peer, exc)
+        except TimeoutError:
+            log.warning(
+                "%s: no complete request header within %ss; connection closed",
+                peer,
+                self.config.header_timeout,
+            )
+        except OSError as exc:
+            log.info("%s: connection failed while reading the request header: %s", peer, exc)
+        return None
+
+    def _server_info(self, listener: ListenerInfo) -> ServerInfo:
+        info = self._servers.get(listener.display)
+        if info is None:
+            info = ServerInfo(
+                server_name=listener.server_name,
+                server_port=listener.server_port,
+                multithread=self.multithread,
+                multiprocess=self.multiprocess,
+                script_name=self.config.script_name,
+            )
+            self._servers[listener.display] = info
+        return info
+
+
+def _receive_head(sock: socket.socket, parser: RequestParser, timeout: float) -> RequestHead | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = parser.next_event()
+        if isinstance(event, RequestHead):
+            return event
+        if isinstance(event, ConnectionClosed):
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("header timeout")
+        sock.settimeout(remaining)
+        parser.receive_data(sock.recv(_RECV_SIZE))
+
+
+class _BodyReader:
+    """Pulls body bytes from the socket through the parser."""
+
+    def __init__(self, sock: socket.socket, parser: RequestParser) -> None:
+        self._sock = sock
+        self._parser = parser
+        self._leftover = b""
+
+    def read_chunk(self, size: int) -> bytes:
+        data = self._leftover or self._next_data()
+        self._leftover = data[size:]
+        return data[:size]
+
+    def _next_data(self) -> bytes:
+        while True:
+            try:
+                event = self._parser.next_event()
+            except IncompleteRequest as exc:
+                raise ClientDisconnected(exc.reason) from None
+            if isinstance(event, BodyData):
+                return event.data
+            if isinstance(event, EndOfRequest):
+                return b""
+            if event is not NEED_DATA:
+                return b""
+            want = min(max(self._parser.body_remaining, 1), _RECV_SIZE)
+            try:
+                self._parser.receive_data(self._sock.recv(want))
+            except TimeoutError:
+                raise ClientDisconnected("timed out waiting for the request body") from None
+            except OSError as exc:
+                raise ClientDisconnected(f"connection lost while reading the body: {exc}") from None
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except TimeoutError:
+        raise ClientDisconnected("timed out sending the response") from None
+    except OSError as exc:
+        raise ClientDisconnected(str(exc)) from None
+
+
+def _send_file(sock: socket.socket, file: IO[bytes], offset: int, count: int) -> int:
+    try:
+        return sock.sendfile(file, offset, count)
+    except TimeoutError:
+        raise ClientDisconnected("timed out sending a file") from None
+    except OSError as exc:
+        raise ClientDisconnected(str(exc)) from None
+
+
+def _reject(sock: socket.socket, peer: str, exc: ProtocolError) -> None:
+    log.warning("%s: rejected request (%d): %s", peer, exc.status_hint, exc.reason)
+    try:
+        sock.settimeout(_ERROR_DRAIN_SECONDS)
+        sock.sendall(encode_error_response(exc.status_hint, exc.reason))
+        sock.shutdown(socket.SHUT_WR)
+        _drain(sock, _ERROR_DRAIN_BYTES, _ERROR_DRAIN_SECONDS)
+    except OSError:
+        pass
+
+
+def _finish(sock: socket.socket, body: BodyInput, timeout: float) -> None:
+    # Strategy: closing a socket with unread input makes the kernel send a
+    # reset, and a front end still sending the body would then report an
+    # error instead of our response.  Half-close first, then read the rest
+    # of the body (bounded by CONTENT_LENGTH and time) before closing.
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        if body.remaining:
+            sock.settimeout(timeout)
+            body.discard()
+    except (OSError, ClientDisconnected):
+        pass
+
+
+def _drain(sock: socket.socket, limit: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while limit > 0:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        sock.settimeout(remaining)
+        data = sock.recv(min(limit, _RECV_SIZE))
+        if not data:
+            return
+        limit -= len(data)
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with a TCP reset so the front end sees a failed response."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _peer_name(sock: socket.socket, listener: ListenerInfo) -> str:
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return listener.display
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return listener.display

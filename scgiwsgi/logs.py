@@ -1,0 +1,86 @@
+"""Error log setup and the access log (Apache combined format).
+
+Nothing is configured at import time: the CLI and :class:`~scgiwsgi.WSGIServer`
+call :func:`configure_error_log` when they start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import IO, Any
+
+__all__ = ["AccessLog", "configure_error_log", "format_combined"]
+
+ERROR_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+_HANDLER_MARK = "_scgiwsgi_handler"
+
+
+def configure_error_log(level: str = "info", stream: IO[str] | None = None) -> None:
+    """Send the ``scgiwsgi`` loggers to ``stream`` (stderr) at ``level``.
+
+    Idempotent: calling it again replaces the handler it installed before and
+    leaves handlers installed by the application alone.
+    """
+    logger = logging.getLogger("scgiwsgi")
+    logger.setLevel(level.upper())
+    for handler in list(logger.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter(ERROR_LOG_FORMAT))
+    setattr(handler, _HANDLER_MARK, True)
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def format_combined(
+    environ: dict[str, Any], status: int, size: int, when: float | None = None
+) -> str:
+    """One access log line in Apache's combined format."""
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(when))
+    request = "{} {} {}".format(
+        environ.get("REQUEST_METHOD", "-"),
+        environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"),
+        environ.get("SERVER_PROTOCOL", "-"),
+    )
+    return '{} - {} [{}] "{}" {} {} "{}" "{}"'.format(
+        environ.get("REMOTE_ADDR") or "-",
+        environ.get("REMOTE_USER") or "-",
+        stamp,
+        _escape(request),
+        status,
+        size if size else "-",
+        _escape(environ.get("HTTP_REFERER", "-")),
+        _escape(environ.get("HTTP_USER_AGENT", "-")),
+    )
+
+
+def _escape(text: str) -> str:
+    # Non-printable and non-ASCII bytes become escapes, so a line is one line.
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+class AccessLog:
+    """Writes access log lines to a file path, or stdout for ``-``."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self._lock = threading.Lock()
+        self._stream: IO[str] = (
+            sys.stdout if destination == "-" else open(destination, "a", encoding="utf-8")  # noqa: SIM115
+        )
+
+    def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None:
+        """Append one line for a finished request."""
+        line = format_combined(environ, status, size) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Close the file (never stdout)."""
+        if self._stream is not sys.stdout:
+            self._stream.close()

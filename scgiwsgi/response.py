@@ -1,0 +1,296 @@
+"""The WSGI response side: ``start_response``, ``write()``, the file wrapper.
+
+:class:`Response` validates what the application says (PEP 3333 to the
+letter) and writes the CGI-style head and the body through a ``send``
+callable; it never sees a socket.  :mod:`scgiwsgi.gateway` drives it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import IO, Any
+
+from .errors import ResponseError
+from .protocol import encode_response_head, reason_phrase
+
+__all__ = [
+    "ClientDisconnected",
+    "FileWrapper",
+    "Response",
+    "SendFile",
+    "ShortResponse",
+    "validate_header",
+    "validate_status",
+]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+SendFile = Callable[[IO[bytes], int, int], int]
+"""``sendfile(file, offset, count)`` sends file bytes and returns how many."""
+
+_STATUS_RE = re.compile(r"([2-5][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*)\Z")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NO_BODY_STATUSES = frozenset({204, 304})
+_COALESCE_LIMIT = 256 * 1024
+
+
+class ClientDisconnected(ConnectionError):
+    """The front end closed the connection while the response was sent."""
+
+
+class ShortResponse(Exception):
+    """The body ended before the declared Content-Length."""
+
+
+def validate_status(status: object) -> int:
+    """Check a WSGI status string and return its code.
+
+    Raises :class:`~scgiwsgi.errors.ResponseError` unless ``status`` is a
+    native ``str`` of three digits (200-599), one space and a reason phrase
+    without control characters.
+    """
+    if type(status) is not str:
+        raise ResponseError(f"status must be a str, not {type(status).__name__}")
+    match = _STATUS_RE.match(status)
+    if match is None:
+        raise ResponseError(
+            f"invalid status {status!r}: expected 'NNN Reason' with NNN between 200 and 599"
+        )
+    return int(match.group(1))
+
+
+def validate_header(header: object) -> tuple[str, str]:
+    """Check one ``(name, value)`` header tuple and return it.
+
+    Raises :class:`~scgiwsgi.errors.ResponseError` for a non-tuple, non-str
+    parts, a name that is not an HTTP token, CR/LF/NUL or other control
+    characters in the value, text that is not latin-1, hop-by-hop headers and
+    ``Status`` (the status belongs in ``start_response``'s first argument).
+    """
+    if type(header) is not tuple or len(header) != 2:
+        raise ResponseError(f"header must be a (name, value) tuple, not {header!r}")
+    name, value = header
+    if type(name) is not str or type(value) is not str:
+        raise ResponseError(f"header name and value must be str: {header!r}")
+    if not _TOKEN_RE.match(name):
+        raise ResponseError(f"invalid header name {name!r}")
+    if _BAD_VALUE_RE.search(value):
+        raise ResponseError(f"header {name} has a control character (CR, LF, NUL...) in {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ResponseError(f"header {name} value is not latin-1: {value!r}") from None
+    lowered = name.lower()
+    if lowered in _HOP_BY_HOP:
+        raise ResponseError(f"hop-by-hop header {name} is not allowed in a WSGI response")
+    if lowered == "status":
+        raise ResponseError("a 'Status' header is not allowed; pass the status to start_response")
+    return name, value
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            if not value.strip().isdigit() or not value.strip().isascii():
+                raise ResponseError(f"Content-Length must be decimal digits, not {value!r}")
+            return int(value.strip())
+    return None
+
+
+class Response:
+    """One WSGI response, written through ``send`` (and ``sendfile``).
+
+    ``send`` must send all bytes or raise :class:`ClientDisconnected`.
+    ``head_request`` lifts the Content-Length completeness check, since a
+    HEAD response declares a length but carries no body.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        *,
+        sendfile: SendFile | None = None,
+        head_request: bool = False,
+    ) -> None:
+        self._send = send
+        self._sendfile = sendfile
+        self._head_request = head_request
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.content_length: int | None = None
+        self.headers_sent = False
+        self.body_bytes = 0
+        self.truncated = 0
+
+    # -- start_response and write ----------------------------------------------
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        """The ``start_response`` callable given to the application."""
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame <-> traceback cycle
+        elif self.status is not None:
+            raise ResponseError("start_response was called a second time without exc_info")
+        code = validate_status(status)
+        if type(headers) is not list:
+            raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
+        checked = [validate_header(header) for header in headers]
+        self.content_length = _content_length(checked)
+        self.status, self.status_code, self.headers = status, code, checked
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write()`` callable, also used for every chunk of the iterable."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise ResponseError(f"response data must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+        if self.status is None:
+            raise ResponseError("write() or a body chunk came before start_response()")
+        if not data:
+            return
+        data = self._clip(data)
+        if not self.headers_sent:
+            head = self._take_head()
+            if len(data) <= _COALESCE_LIMIT:
+                self._send(head + data)
+            else:
+                self._send(head)
+                self._send(data)
+        elif data:
+            self._send(data)
+        self.body_bytes += len(data)
+
+    def _clip(self, data: bytes) -> bytes:
+        if self.content_length is None:
+            return data
+        room = self.content_length - self.body_bytes
+        if len(data) > room:
+            self.truncated += len(data) - max(room, 0)
+            return data[: max(room, 0)]
+        return data
+
+    def _take_head(self) -> bytes:
+        if self.status is None:
+            raise ResponseError("no status: start_response() was never called")
+        self.headers_sent = True
+        return encode_response_head(self.status, self.headers)
+
+    # -- completion ------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Send the head if no body was sent, then check the length.
+
+        Raises :class:`ShortResponse` when fewer body bytes than the declared
+        Content-Length were sent (the caller must abort the connection).
+        """
+        if not self.headers_sent:
+            self._send(self._take_head())
+        expected = self.content_length
+        exempt = self._head_request or self.status_code in _NO_BODY_STATUSES
+        if expected is not None and not exempt and self.body_bytes < expected:
+            raise ShortResponse(
+                f"response body has {self.body_bytes} bytes, Content-Length said {expected}"
+            )
+
+    def send_error(self, code: int, message: str = "") -> None:
+        """Replace an unsent response with a plain-text error page."""
+        if self.headers_sent:
+            raise ResponseError("cannot send an error page: the head was already sent")
+        reason = reason_phrase(code) or "Error"
+        body = f"{code} {reason}\n{message}".rstrip("\n").encode("utf-8") + b"\n"
+        self.status, self.status_code, self.truncated = f"{code} {reason}", code, 0
+        self.headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        self.content_length = len(body)
+        self.write(body)
+
+    # -- files -----------------------------------------------------------------
+
+    def send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a :class:`FileWrapper` with ``sendfile``; False if it cannot.
+
+        Honours the file's current position and a declared Content-Length.
+        When False is returned nothing was sent and the caller iterates the
+        wrapper instead.
+        """
+        if self._sendfile is None or self.status is None:
+            return False
+        position_size = _regular_file_span(wrapper.filelike)
+        if position_size is None:
+            return False
+        position, size = position_size
+        count = max(size - position, 0)
+        if self.content_length is not None:
+            count = min(count, self.content_length - self.body_bytes)
+        if not self.headers_sent:
+            self._send(self._take_head())
+        if count > 0:
+            self.body_bytes += self._sendfile(wrapper.filelike, position, count)
+        return True
+
+
+def _regular_file_span(filelike: Any) -> tuple[int, int] | None:
+    try:
+        fd = filelike.fileno()
+        position = filelike.tell()
+        info = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode) or not isinstance(position, int):
+        return None
+    if hasattr(filelike, "flush"):
+        filelike.flush()
+    return position, info.st_size
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: marks a file for ``sendfile`` and iterates it.
+
+    Servers send regular files with ``os.sendfile`` from the current position;
+    anything else is read in ``block_size`` pieces.  ``close()`` closes the
+    file-like object when it has a ``close`` method.
+    """
+
+    def __init__(self, filelike: Any, block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while block := read(self.block_size):
+            yield block
+
+    def close(self) -> None:
+        """Close the wrapped file-like object, if it can be closed."""
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,168 @@
+"""``WSGIServer``: bind, pick a backend, serve until told to stop.
+
+The CLI is a thin layer over this class; launcher scripts use it directly::
+
+    from scgiwsgi import WSGIServer
+    WSGIServer(application, bind="127.0.0.1:4000", threads=16).serve_forever()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
+
+from . import __version__
+from .backends import Backend, backend_class
+from .config import Config
+from .demo import application as demo_application
+from .gateway import WSGIApp
+from .handler import ConnectionHandler
+from .logs import AccessLog
+from .sockets import Listener, bind_all
+
+__all__ = ["WSGIServer"]
+
+log = logging.getLogger("scgiwsgi.error")
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class WSGIServer:
+    """A WSGI server speaking SCGI on one or more addresses.
+
+    ``bind`` is one address or a list of them (``HOST:PORT``, ``[IPv6]:PORT``,
+    ``unix:/path``, ``fd://N``); ``backend`` is ``"threaded"`` or
+    ``"single"``; every other keyword is a :class:`~scgiwsgi.Config` option
+    (``threads``, ``script_name``, ``max_header_size``...).  Pass ``config``
+    instead to use a ready-made :class:`~scgiwsgi.Config`.  With ``app`` None
+    the built-in page listing the CGI variables is served.
+
+    Raises :class:`~scgiwsgi.errors.ConfigError` for a bad option and, from
+    :meth:`bind` or :meth:`serve_forever`,
+    :class:`~scgiwsgi.errors.BindError` when an address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp | None = None,
+        bind: str | Iterable[str] | None = None,
+        backend: str | None = None,
+        *,
+        config: Config | None = None,
+        app_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        base = config if config is not None else Config()
+        changes = dict(options)
+        if bind is not None:
+            changes["bind"] = (bind,) if isinstance(bind, str) else tuple(bind)
+        if backend is not None:
+            changes["backend"] = backend
+        self.config = base.replace(**changes) if changes else base
+        self.app: WSGIApp = app if app is not None else demo_application
+        self.app_name = app_name or _describe_app(app)
+        self.listeners: list[Listener] = []
+        self._backend: Backend | None = None
+        self._stop_requested = threading.Event()
+        self._access_log: AccessLog | None = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """The bound addresses as displayed (real ports when 0 was asked)."""
+        return [listener.display for listener in self.listeners]
+
+    def bind(self) -> list[Listener]:
+        """Bind every address now (idempotent); raises BindError."""
+        if not self.listeners:
+            self.listeners = bind_all(
+                self.config.bind, socket_mode=self.config.socket_mode, backlog=self.config.backlog
+            )
+        return self.listeners
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`, SIGTERM or SIGINT; then stop gracefully.
+
+        In-flight requests get ``graceful_timeout`` seconds to finish.  Signal
+        handlers are installed only when called from the main thread.
+        """
+        self.bind()
+        backend = self._make_backend()
+        restore = self._install_signal_handlers()
+        try:
+            log.info("%s", self._startup_line(backend))
+            if self._stop_requested.is_set():
+                backend.shutdown()
+            backend.serve_forever()
+            log.info("stopped")
+        finally:
+            restore()
+            self.server_close()
+
+    def shutdown(self) -> None:
+        """Stop accepting and let :meth:`serve_forever` return; thread-safe."""
+        self._stop_requested.set()
+        if self._backend is not None:
+            self._backend.shutdown()
+
+    def server_close(self) -> None:
+        """Close the listening sockets (removing unix socket files) and logs."""
+        for listener in self.listeners:
+            listener.close()
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
+
+    def _make_backend(self) -> Backend:
+        cls = backend_class(self.config.backend)
+        if self.config.access_log:
+            self._access_log = AccessLog(self.config.access_log)
+        handler = ConnectionHandler(
+            self.app,
+            self.config,
+            multithread=cls.is_multithread(self.config),
+            multiprocess=cls.multiprocess,
+            access_log=self._access_log,
+        )
+        self._backend = cls(self.listeners, handler, self.config)
+        return self._backend
+
+    def _startup_line(self, backend: Backend) -> str:
+        return (
+            f"scgiwsgi {__version__} serving {self.app_name} on "
+            f"{', '.join(self.addresses)} with the {backend.describe()} backend, pid {os.getpid()}"
+        )
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info(
+                "received %s: stopping; in-flight requests get up to %ss",
+                signal.Signals(signum).name,
+                self.config.graceful_timeout,
+            )
+            self.shutdown()
+
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, on_signal)
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+
+def _describe_app(app: WSGIApp | None) -> str:
+    if app is None:
+        return "the built-in CGI variables page"
+    module = getattr(app, "__module__", None) or "?"
+    name = getattr(app, "__qualname__", None) or type(app).__qualname__
+    return f"{module}:{name}"

@@ -1,0 +1,124 @@
+"""``wsgi.input``: the request body, bounded to CONTENT_LENGTH.
+
+:class:`BodyInput` pulls body bytes from a callable and never asks for more
+than CONTENT_LENGTH in total, so no read waits for an EOF that a front end
+never sends.  It holds at most one pulled chunk, so a large upload streams.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+__all__ = ["BodyInput", "ReadChunk"]
+
+ReadChunk = Callable[[int], bytes]
+"""``read_chunk(n)`` returns 1..n body bytes, or raises when the peer is gone."""
+
+_DEFAULT_CHUNK = 64 * 1024
+
+
+class BodyInput(io.RawIOBase):
+    """A readable binary stream over exactly ``length`` bytes of body.
+
+    ``read_chunk`` is called only while body bytes remain; it must return
+    between 1 and ``n`` bytes or raise (``OSError`` for a dropped
+    connection, ``TimeoutError`` for a stalled peer).  Errors propagate to
+    the application, which normally lets them reach the server.
+    """
+
+    def __init__(self, read_chunk: ReadChunk, length: int) -> None:
+        super().__init__()
+        self._read_chunk = read_chunk
+        self._unpulled = length
+        self._buffer = b""
+
+    @property
+    def remaining(self) -> int:
+        """Body bytes not yet returned to the application."""
+        return self._unpulled + len(self._buffer)
+
+    def readable(self) -> bool:
+        return True
+
+    def _pull(self, size: int) -> bytes:
+        size = min(size, self._unpulled)
+        if size <= 0:
+            return b""
+        data = self._read_chunk(size)
+        if not data:
+            raise ConnectionError("request body ended before CONTENT_LENGTH")
+        if len(data) > size:
+            raise RuntimeError("read_chunk returned more bytes than asked")
+        self._unpulled -= len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes; all that remain when ``size`` is None or < 0."""
+        if size is None or size < 0:
+            return self.readall()
+        if self._buffer:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            return data
+        return self._pull(size)
+
+    def readall(self) -> bytes:
+        """Read the rest of the body."""
+        parts = [self._buffer]
+        self._buffer = b""
+        while self._unpulled:
+            parts.append(self._pull(max(self._unpulled, 1)))
+        return b"".join(parts)
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read one line (ending in ``\\n``), at most ``size`` bytes if given."""
+        limit = -1 if size is None else size
+        parts: list[bytes] = []
+        taken = 0
+        while limit < 0 or taken < limit:
+            if not self._buffer:
+                self._buffer = self._pull(_DEFAULT_CHUNK)
+                if not self._buffer:
+                    break
+            want = len(self._buffer) if limit < 0 else limit - taken
+            newline = self._buffer.find(b"\n", 0, want)
+            cut = newline + 1 if newline >= 0 else min(want, len(self._buffer))
+            parts.append(self._buffer[:cut])
+            self._buffer = self._buffer[cut:]
+            taken += cut
+            if newline >= 0:
+                break
+        return b"".join(parts)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """Read lines until the end, or until ``hint`` bytes were read."""
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def discard(self) -> int:
+        """Read and drop what remains of the body; return how many bytes."""
+        dropped = len(self._buffer)
+        self._buffer = b""
+        while self._unpulled:
+            dropped += len(self._pull(_DEFAULT_CHUNK))
+        return dropped
