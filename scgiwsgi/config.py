@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["BACKENDS", "Config", "DEFAULT_BIND", "LOG_LEVELS"]
+__all__ = ["BACKENDS", "DEFAULT_BIND", "LOG_LEVELS", "Config"]
 
 BackendName = Literal["single", "threaded"]
 BACKENDS: tuple[str, ...] = ("single", "threaded")
@@ -65,10 +65,14 @@ class Config:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+            raise ConfigError(
+                f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
         _require(self.threads >= 1, "threads must be at least 1")
         _require(self.max_header_size >= 16, "max_header_size must be at least 16 bytes")
-        _require(self.max_body_size is None or self.max_body_size >= 0, "max_body_size must be >= 0")
+        _require(
+            self.max_body_size is None or self.max_body_size >= 0, "max_body_size must be >= 0"
+        )
         _require(0 <= self.socket_mode <= 0o777, "socket_mode must be between 0 and 0o777")
         _require(self.backlog >= 1, "backlog must be at least 1")
         for name in ("graceful_timeout", "header_timeout", "body_timeout"):
