@@ -96,6 +96,9 @@ class Backend(abc.ABC):
     def wait_for_capacity(self) -> bool:
         """Block until one more connection can be served; False to stop."""
 
+    def release_capacity(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Give back the capacity taken by :meth:`wait_for_capacity` unused."""
+
     @abc.abstractmethod
     def dispatch(self, sock: socket.socket, listener: Listening) -> None:
         """Serve (or queue) one accepted connection."""
@@ -112,13 +115,15 @@ class Backend(abc.ABC):
             while not self.stopping:
                 if not self.wait_for_capacity():
                     break
-                self._accept_one(selector)
+                if not self._accept_one(selector):
+                    self.release_capacity()
 
-    def _accept_one(self, selector: selectors.BaseSelector) -> None:
+    def _accept_one(self, selector: selectors.BaseSelector) -> bool:
+        """Accept and dispatch one connection; False if none was taken."""
         for key, _ in selector.select():
             listener = key.data
             if listener is None or self.stopping:
-                return
+                return False
             try:
                 conn, _ = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -128,7 +133,8 @@ class Backend(abc.ABC):
                 continue
             conn.setblocking(True)
             self.dispatch(conn, listener)
-            return
+            return True
+        return False
 
     def _close_listeners(self) -> None:
         # Stop accepting at once: new connections are refused (the front end

@@ -61,6 +61,9 @@ class ThreadedBackend(Backend):
                 return True
         return False
 
+    def release_capacity(self) -> None:
+        self._slots.release()
+
     def dispatch(self, sock: socket.socket, listener: Listening) -> None:
         with self._idle:
             self._active += 1
