@@ -12,6 +12,8 @@ import threading
 import time
 from typing import IO, Any
 
+from .errors import ConfigError
+
 __all__ = ["AccessLog", "configure_error_log", "format_combined"]
 
 ERROR_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -64,14 +66,17 @@ def _escape(text: str) -> str:
 
 
 class AccessLog:
-    """Writes access log lines to a file path, or stdout for ``-``."""
+    """Writes access log lines to a file path, or stdout for ``-``.
+
+    Raises :class:`~scgiwsgi.errors.ConfigError` (one line naming the path)
+    when the file cannot be opened for appending; the caller should report it
+    and stop.
+    """
 
     def __init__(self, destination: str) -> None:
         self.destination = destination
         self._lock = threading.Lock()
-        self._stream: IO[str] = (
-            sys.stdout if destination == "-" else open(destination, "a", encoding="utf-8")  # noqa: SIM115
-        )
+        self._stream: IO[str] = sys.stdout if destination == "-" else _open_log(destination)
 
     def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None:
         """Append one line for a finished request."""
@@ -84,3 +89,11 @@ class AccessLog:
         """Close the file (never stdout)."""
         if self._stream is not sys.stdout:
             self._stream.close()
+
+
+def _open_log(path: str) -> IO[str]:
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"access_log: cannot open {path!r}: {why}") from None
