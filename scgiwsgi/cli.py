@@ -161,6 +161,8 @@ def command(
     Without APP, a built-in page lists each request's CGI variables.
     """
     settings = {name: value for name, value in options.items() if value not in (None, ())}
+    if settings.get("backend") == "single" and "threads" in settings:
+        raise click.UsageError("--threads applies to the threaded backend, not --single")
     if "log_level" in settings:
         settings["log_level"] = settings["log_level"].lower()
     try:

@@ -91,9 +91,9 @@ class WSGIServer:
         handlers are installed only when called from the main thread.
         """
         self.bind()
-        backend = self._make_backend()
         restore = self._install_signal_handlers()
         try:
+            backend = self._make_backend()
             log.info("%s", self._startup_line(backend))
             if self._stop_requested.is_set():
                 backend.shutdown()

@@ -42,7 +42,8 @@ class ThreadedBackend(Backend):
         return config.threads > 1
 
     def describe(self) -> str:
-        return f"threaded ({self.config.threads} threads)"
+        threads = self.config.threads
+        return f"threaded ({threads} thread{'s' if threads > 1 else ''})"
 
     def start(self) -> None:
         for number in range(self.config.threads):
