@@ -1,0 +1,305 @@
+"""scgiwsgi behind a real nginx (stock scgi_params), over TCP and a unix socket.
+
+Each test starts its own ``python -m scgiwsgi`` and its own nginx on
+loopback (see :mod:`.nginx`), talks HTTP to nginx with :mod:`http.client`,
+and ends by stopping nginx and checking its error log is free of complaints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .nginx import Deployment, scgi_request, write_app
+
+FLASK_APP = "examples.flask_app:app"
+HELLO = b"Hello from Flask!\n"
+
+BOOM_APP = """\
+def app(environ, start_response):
+    raise RuntimeError("boom-7f3a: raised on purpose by the test application")
+"""
+
+Start = Callable[..., Deployment]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How nginx reaches scgiwsgi."""
+    return str(request.param)
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, transport: str) -> Iterator[Start]:
+    """Start scgiwsgi + nginx for this test; both are stopped at teardown."""
+    started: list[Deployment] = []
+
+    def start(app: str | None = FLASK_APP, *, prefix: str | None = None) -> Deployment:
+        deployment = Deployment.start(
+            tmp_path / f"d{len(started)}", app, transport=transport, prefix=prefix
+        )
+        started.append(deployment)
+        return deployment
+
+    yield start
+    for deployment in reversed(started):
+        deployment.stop()
+
+
+def cgi_variables(text: str) -> dict[str, str]:
+    """Parse the built-in page's ``NAME: 'repr'`` lines back into a dict of reprs."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        assert sep and re.fullmatch(r"[A-Z0-9_]+", name), f"odd line {line!r} in {text!r}"
+        found[name] = value
+    return found
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[str, bytes]:
+    boundary = "scgiwsgi-" + os.urandom(12).hex()
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
+        )
+    for name, (filename, data) in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+
+
+def test_get_root(deploy: Start) -> None:
+    d = deploy()
+    result = d.nginx.request("GET", "/")
+    assert result.status == 200, d.describe()
+    assert result.body == HELLO
+    assert result.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert result.headers["Server"].startswith("nginx")  # really answered through nginx
+    d.assert_clean_logs()
+
+
+def test_info_at_root(deploy: Start) -> None:
+    d = deploy()
+    result = d.nginx.request("GET", "/info")
+    assert result.status == 200, d.describe()
+    info = json.loads(result.body)
+    assert info["path"] == "/info"
+    assert info["script_root"] == ""
+    assert info["url_for_index"] == "/"
+    assert info["scheme"] == "http"
+    # Debian's stock scgi_params sends HTTP_HOST=$host, which drops the port;
+    # upstream's passes the client's Host header.  Either way the path is right.
+    assert info["url"] in ("http://127.0.0.1/info", f"http://127.0.0.1:{d.nginx.port}/info")
+    d.assert_clean_logs()
+
+
+@pytest.mark.parametrize("request_path", ["/app/info", "/%61pp/info", "/app/info?x=1"])
+def test_info_under_prefix(deploy: Start, request_path: str) -> None:
+    # nginx matches "location /app/" on the decoded path while REQUEST_URI stays
+    # raw, so "/%61pp/info" must be decoded by scgiwsgi before it splits.
+    d = deploy(prefix="/app")
+    result = d.nginx.request("GET", request_path)
+    assert result.status == 200, d.describe()
+    info = json.loads(result.body)
+    assert info["path"] == "/info"
+    assert info["script_root"] == "/app"
+    assert info["url_for_index"] == "/app/"
+    assert info["url"].endswith("/app/info" + ("?x=1" if "?" in request_path else ""))
+    d.assert_clean_logs()
+
+
+def test_prefix_root_and_outside(deploy: Start) -> None:
+    d = deploy(prefix="/app")
+    result = d.nginx.request("GET", "/app/")
+    assert result.status == 200, d.describe()
+    assert result.body == HELLO
+    # Outside the location nginx serves (empty) static files itself: the app never sees it.
+    outside = d.nginx.request("GET", "/info")
+    assert outside.status == 404
+    assert b"nginx" in outside.body
+    d.nginx.stop()
+    assert "/info" not in d.scgi.log_text().replace("/app/", "")
+    assert [line for line in d.nginx.complaints() if "/info" not in line] == []
+
+
+def test_percent_encoded_path_reaches_app_as_latin1_bytes(deploy: Start) -> None:
+    d = deploy(app=None)  # the built-in page listing the CGI variables
+    result = d.nginx.request("GET", "/caf%C3%A9?q=caf%C3%A9&x=a+b%2Fc")
+    assert result.status == 200, d.describe()
+    env = cgi_variables(result.text)
+    assert env["PATH_INFO"] == repr("/caf\xc3\xa9"), result.text
+    assert env["SCRIPT_NAME"] == repr("")
+    assert env["QUERY_STRING"] == repr("q=caf%C3%A9&x=a+b%2Fc")
+    assert env["REQUEST_URI"] == repr("/caf%C3%A9?q=caf%C3%A9&x=a+b%2Fc")
+    assert env["REQUEST_METHOD"] == repr("GET")
+    assert env["SCGI"] == repr("1")
+    d.assert_clean_logs()
+
+
+def test_percent_encoded_path_under_prefix(deploy: Start) -> None:
+    d = deploy(app=None, prefix="/app")
+    result = d.nginx.request("GET", "/app/caf%C3%A9/x%20y?a=%20")
+    assert result.status == 200, d.describe()
+    env = cgi_variables(result.text)
+    assert env["SCRIPT_NAME"] == repr("/app")
+    assert env["PATH_INFO"] == repr("/caf\xc3\xa9/x y")
+    assert env["QUERY_STRING"] == repr("a=%20")
+    d.assert_clean_logs()
+
+
+def test_post_form_echo(deploy: Start) -> None:
+    d = deploy()
+    body = b"name=caf%C3%A9&multi=1&multi=2&space=a+b&empty="
+    result = d.nginx.request(
+        "POST",
+        "/echo",
+        body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert result.status == 200, d.describe()
+    assert json.loads(result.body) == {
+        "name": ["café"],
+        "multi": ["1", "2"],
+        "space": ["a b"],
+        "empty": [""],
+    }
+    d.assert_clean_logs()
+
+
+def test_post_chunked_request_body(deploy: Start) -> None:
+    # nginx de-chunks the body and sends its real length as CONTENT_LENGTH.
+    d = deploy()
+    payload = b"a=1&b=" + b"x" * 5000
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (payload[:7], payload[7:]))
+    raw = d.nginx.raw_request(
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), raw[:500]
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    assert json.loads(body) == {"a": ["1"], "b": ["x" * 5000]}
+    d.assert_clean_logs()
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out += rest[:size]
+        data = rest[size + 2 :]
+
+
+def test_upload_10mb(deploy: Start) -> None:
+    d = deploy()
+    data = os.urandom(10 * 1024 * 1024)
+    content_type, body = multipart({"note": "ten megabytes"}, {"file": ("random.bin", data)})
+    result = d.nginx.request("POST", "/upload", body=body, headers={"Content-Type": content_type})
+    assert result.status == 200, d.describe()
+    assert result.text == hashlib.sha256(data).hexdigest() + "\n"
+    d.assert_clean_logs()
+
+
+def test_head_has_no_body(deploy: Start) -> None:
+    d = deploy()
+    get = d.nginx.request("GET", "/")
+    raw = d.nginx.raw_request(b"HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    assert sep, raw
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), raw
+    assert rest == b""
+    assert f"Content-Type: {get.headers['Content-Type']}".encode() in head
+    d.assert_clean_logs()
+
+
+def test_status_other_than_200_passes_through(deploy: Start) -> None:
+    # nginx answers 200 for an SCGI response without a Status line: a 404
+    # arriving as 404 shows the status line was sent and parsed.
+    d = deploy()
+    result = d.nginx.request("GET", "/no-such-page")
+    assert result.status == 404, d.describe()
+    assert b"Not Found" in result.body
+    assert b"<center>nginx" not in result.body  # Flask's page, not nginx's
+    method = d.nginx.request("GET", "/echo")
+    assert method.status == 405
+    assert "POST" in method.headers["Allow"]
+    d.assert_clean_logs()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_response_starts_with_status_line(deploy: Start, method: str) -> None:
+    # The same server, spoken to directly with the headers nginx sends.
+    d = deploy()
+    with d.scgi.connect() as sock:
+        answer = scgi_request(
+            sock,
+            [
+                ("REQUEST_METHOD", method),
+                ("REQUEST_URI", "/"),
+                ("QUERY_STRING", ""),
+                ("CONTENT_TYPE", ""),
+                ("DOCUMENT_URI", "/"),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("REQUEST_SCHEME", "http"),
+                ("REMOTE_ADDR", "127.0.0.1"),
+                ("REMOTE_PORT", "5"),
+                ("SERVER_PORT", "80"),
+                ("SERVER_NAME", "localhost"),
+                ("HTTP_HOST", "localhost"),
+            ],
+        )
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep, answer
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"Status: 200 OK"
+    assert all(re.fullmatch(rb"[!-9;-~]+: [^\r\n]*", line) for line in lines), lines
+    assert b"\n" not in head.replace(b"\r\n", b"")
+    assert body == (b"" if method == "HEAD" else HELLO)
+    d.assert_clean_logs()
+
+
+def test_app_exception_gives_500_and_traceback(deploy: Start, tmp_path: Path) -> None:
+    d = deploy(app=write_app(tmp_path / "apps" / "boom.py", BOOM_APP))
+    result = d.nginx.request("GET", "/anything?x=1")
+    assert result.status == 500, d.describe()
+    # scgiwsgi's own plain-text page came through; nginx did not make one up (a
+    # 502 page would mean scgiwsgi dropped the connection).
+    assert result.body.startswith(b"500 Internal Server Error"), result
+    assert b"boom-7f3a" not in result.body  # no traceback shown to the client
+    d.assert_clean_logs()
+    log = d.scgi.log_text()
+    assert "Traceback (most recent call last)" in log
+    assert "RuntimeError: boom-7f3a: raised on purpose" in log
+    assert "GET /anything?x=1" in log
