@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+_MAX_CONTENT_LENGTH_DIGITS = 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +271,10 @@ def _check_required_headers(headers: dict[bytes, bytes]) -> int:
     raw_length = headers[b"CONTENT_LENGTH"]
     if not raw_length.isdigit():
         raise MalformedRequest(f"CONTENT_LENGTH must be decimal digits, got {_show(raw_length)}")
+    # Even with max_body_size=None: int() raises ValueError past 4300 digits,
+    # and 19 significant digits (an exabyte) is beyond any real body.
+    if len(raw_length.lstrip(b"0")) > _MAX_CONTENT_LENGTH_DIGITS:
+        raise BodyTooLarge(f"CONTENT_LENGTH {_show(raw_length)} is too large")
     scgi = headers.get(b"SCGI")
     if scgi is None:
         raise MalformedRequest("required header SCGI is missing")
@@ -310,7 +315,7 @@ def encode_error_response(code: int, message: str = "") -> bytes:
     """A complete plain-text response for a request the server rejects."""
     reason = reason_phrase(code) or "Error"
     body = f"{code} {reason}\n{message}\n" if message else f"{code} {reason}\n"
-    payload = body.encode("latin-1", "replace")
+    payload = body.encode("utf-8", "replace")
     head = encode_response_head(
         f"{code} {reason}",
         [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))],
