@@ -101,10 +101,13 @@ class ConnectionHandler:
             return
         sock.settimeout(self.config.body_timeout)
         reader = _BodyReader(sock, parser)
+        # Keep our own reference: the app or a middleware may replace
+        # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
+        body = BodyInput(reader.read_chunk, head.content_length)
         environ = build_environ(
             head.headers,
             server=self._server_info(listener),
-            wsgi_input=BodyInput(reader.read_chunk, head.content_length),
+            wsgi_input=body,
             wsgi_errors=sys.stderr,
             file_wrapper=FileWrapper,
         )
@@ -114,13 +117,24 @@ class ConnectionHandler:
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
-        if self.access_log is not None:
-            size = response.body_bytes
-            self.access_log.log(environ, response.status_code, size, time.monotonic() - started)
+        self._log_access(environ, response, time.monotonic() - started, peer)
         if outcome is Outcome.ABORT:
             _abort(sock)
         else:
-            _finish(sock, environ["wsgi.input"], self.config.body_timeout)
+            _finish(sock, body, self.config.body_timeout)
+
+    def _log_access(
+        self, environ: dict[str, Any], response: Response, seconds: float, peer: str
+    ) -> None:
+        # A log that cannot be written (disk full, or closed by a server that
+        # stopped while this request ran past graceful_timeout) must not
+        # turn a complete response into an aborted one.
+        if self.access_log is None:
+            return
+        try:
+            self.access_log.log(environ, response.status_code, response.body_bytes, seconds)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: access log line not written: %s", peer, exc)
 
     def _read_head(
         self, sock: socket.socket, parser: RequestParser, peer: str
