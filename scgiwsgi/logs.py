@@ -1,7 +1,8 @@
 """Error log setup and the access log (Apache combined format).
 
-Nothing is configured at import time: the CLI and :class:`~scgiwsgi.WSGIServer`
-call :func:`configure_error_log` when they start.
+Nothing is configured at import time: the CLI calls :func:`configure_error_log`
+when it starts, and :class:`~scgiwsgi.WSGIServer` does when neither the
+``scgiwsgi`` logger nor the root logger has a handler yet.
 """
 
 from __future__ import annotations
@@ -76,19 +77,24 @@ class AccessLog:
     def __init__(self, destination: str) -> None:
         self.destination = destination
         self._lock = threading.Lock()
+        self._closed = False
         self._stream: IO[str] = sys.stdout if destination == "-" else _open_log(destination)
 
     def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None:
         """Append one line for a finished request."""
         line = format_combined(environ, status, size) + "\n"
         with self._lock:
+            if self._closed:
+                return  # a request outlived the server's stop
             self._stream.write(line)
             self._stream.flush()
 
     def close(self) -> None:
-        """Close the file (never stdout)."""
-        if self._stream is not sys.stdout:
-            self._stream.close()
+        """Close the file (never stdout); later lines are dropped."""
+        with self._lock:
+            self._closed = True
+            if self._stream is not sys.stdout:
+                self._stream.close()
 
 
 def _open_log(path: str) -> IO[str]:

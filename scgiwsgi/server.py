@@ -22,7 +22,7 @@ from .config import Config
 from .demo import application as demo_application
 from .gateway import WSGIApp
 from .handler import ConnectionHandler
-from .logs import AccessLog
+from .logs import AccessLog, configure_error_log
 from .sockets import Listener, bind_all
 
 __all__ = ["WSGIServer"]
@@ -90,6 +90,7 @@ class WSGIServer:
         In-flight requests get ``graceful_timeout`` seconds to finish.  Signal
         handlers are installed only when called from the main thread.
         """
+        _ensure_logging(self.config.log_level)
         self.bind()
         restore = self._install_signal_handlers()
         try:
@@ -102,6 +103,7 @@ class WSGIServer:
         finally:
             restore()
             self.server_close()
+            self._stop_requested.clear()
 
     def shutdown(self) -> None:
         """Stop accepting and let :meth:`serve_forever` return; thread-safe."""
@@ -113,6 +115,7 @@ class WSGIServer:
         """Close the listening sockets (removing unix socket files) and logs."""
         for listener in self.listeners:
             listener.close()
+        self.listeners = []
         if self._access_log is not None:
             self._access_log.close()
             self._access_log = None
@@ -129,6 +132,9 @@ class WSGIServer:
             access_log=self._access_log,
         )
         self._backend = cls(self.listeners, handler, self.config)
+        # Only a server that owns the process (signal handlers installed from
+        # the main thread) may end it when a request outlives the grace time.
+        self._backend.may_exit_process = threading.current_thread() is threading.main_thread()
         return self._backend
 
     def _startup_line(self, backend: Backend) -> str:
@@ -158,6 +164,11 @@ class WSGIServer:
                 signal.signal(signum, handler)
 
         return restore
+
+
+def _ensure_logging(level: str) -> None:
+    if not logging.getLogger("scgiwsgi").handlers and not logging.getLogger().handlers:
+        configure_error_log(level)
 
 
 def _describe_app(app: WSGIApp | None) -> str:

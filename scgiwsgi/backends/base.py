@@ -47,6 +47,8 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     multithread: ClassVar[bool] = False
     multiprocess: ClassVar[bool] = False
+    may_exit_process: bool = False
+    """Whether the backend may end the process when requests outlive the grace time."""
 
     def __init__(self, listeners: Sequence[Listening], handler: Handler, config: Config) -> None:
         self.listeners = list(listeners)

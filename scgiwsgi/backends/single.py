@@ -18,7 +18,9 @@ class SingleBackend(Backend):
     """Serves each connection inline; the simplest and lowest-overhead choice.
 
     A stop request during a request lets it finish; if it is still running
-    after ``graceful_timeout`` a watchdog ends the process.
+    after ``graceful_timeout`` a watchdog ends the process (only when the
+    server runs in the main thread, i.e. owns the process; embedded in a
+    thread, the stop waits for the request).
     """
 
     name = "single"
@@ -44,7 +46,7 @@ class SingleBackend(Backend):
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self._busy.is_set() and self._watchdog is None:
+        if self._busy.is_set() and self._watchdog is None and self.may_exit_process:
             self._watchdog = threading.Timer(self.config.graceful_timeout, self._give_up)
             self._watchdog.daemon = True
             self._watchdog.start()
