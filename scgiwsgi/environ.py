@@ -159,4 +159,5 @@ def _request_path(environ: Mapping[str, Any]) -> str:
     if "://" in raw_path and not raw_path.startswith("/"):
         # An absolute-form request target (proxy style): keep only its path.
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
-    return unquote_to_bytes(raw_path).decode("latin-1")
+    # unquote_to_bytes() would encode a str as UTF-8: give it the wire bytes.
+    return unquote_to_bytes(raw_path.encode("latin-1")).decode("latin-1")

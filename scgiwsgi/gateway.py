@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .errors import ResponseError
 from .response import ClientDisconnected, FileWrapper, Response, ShortResponse
 
 __all__ = ["Outcome", "WSGIApp", "run_application"]
@@ -60,6 +61,10 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
 
 
 def _send_body(result: Iterable[bytes], response: Response) -> None:
+    if isinstance(result, (str, bytes)):
+        # Not an iterable of bytestrings; an empty one would pass as an empty 200.
+        kind = type(result).__name__
+        raise ResponseError(f"the application returned {kind}; return a list such as [body]")
     if isinstance(result, FileWrapper) and response.send_file(result):
         return
     for chunk in result:

@@ -69,11 +69,20 @@ def validate_status(status: object) -> int:
     if type(status) is not str:
         raise ResponseError(f"status must be a str, not {type(status).__name__}")
     match = _STATUS_RE.match(status)
-    if match is None:
+    if match is None or not _is_latin1(status):
         raise ResponseError(
             f"invalid status {status!r}: expected 'NNN Reason' with NNN between 200 and 599"
+            " and a latin-1 reason"
         )
     return int(match.group(1))
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_header(header: object) -> tuple[str, str]:

@@ -54,13 +54,20 @@ class BodyInput(io.RawIOBase):
         return data
 
     def read(self, size: int | None = -1) -> bytes:
-        """Read up to ``size`` bytes; all that remain when ``size`` is None or < 0."""
+        """Read ``size`` bytes (fewer only at the end); the rest if None or < 0.
+
+        Like a buffered file, not a raw one: apps (Django's ``request.body``)
+        call ``read(CONTENT_LENGTH)`` once and expect the whole body.
+        """
         if size is None or size < 0:
             return self.readall()
-        if self._buffer:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-            return data
-        return self._pull(size)
+        parts = [self._buffer[:size]]
+        self._buffer = self._buffer[size:]
+        missing = size - len(parts[0])
+        while missing > 0 and self._unpulled:
+            parts.append(self._pull(missing))
+            missing -= len(parts[-1])
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         """Read the rest of the body."""
@@ -71,8 +78,9 @@ class BodyInput(io.RawIOBase):
         return b"".join(parts)
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(target))
-        target[: len(data)] = data
+        view = memoryview(target).cast("B")  # byte offsets, whatever the item size
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def readline(self, size: int | None = -1) -> bytes:
