@@ -53,19 +53,21 @@ class RunningServer:
         self.error: BaseException | None = None
         self.returned = threading.Event()
         self.thread = threading.Thread(target=self._run, name="scgiwsgi-test-serve", daemon=True)
+        self._addresses: list[str] = []
 
     @property
     def addresses(self) -> list[str]:
-        """Every bound address (``127.0.0.1:PORT``, ``unix:/path``)."""
-        return self.server.addresses
+        """Every bound address (``127.0.0.1:PORT``, ``unix:/path``), kept after the stop."""
+        return self._addresses
 
     @property
     def address(self) -> str:
         """The first bound address."""
-        return self.server.addresses[0]
+        return self._addresses[0]
 
     def start(self) -> None:
         self.server.bind()
+        self._addresses = list(self.server.addresses)
         self.thread.start()
 
     def _run(self) -> None:
