@@ -86,7 +86,7 @@ def _default(name: str) -> str:
     "--threads",
     type=click.IntRange(min=1),
     metavar="N",
-    help=f"Threads of the threaded backend. [default: {_default('threads')}]",
+    help="Threads per process. [default: 8 with --threaded, 1 with --fork]",
 )
 @click.option(
     "--script-name",
@@ -162,7 +162,7 @@ def command(
     """
     settings = {name: value for name, value in options.items() if value not in (None, ())}
     if settings.get("backend") == "single" and "threads" in settings:
-        raise click.UsageError("--threads applies to the threaded backend, not --single")
+        raise click.UsageError("--threads applies to --threaded and --fork, not --single")
     if "log_level" in settings:
         settings["log_level"] = settings["log_level"].lower()
     try:

@@ -7,14 +7,16 @@ settings all build one frozen :class:`Config`; nothing else defines defaults.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Literal
 
 from .errors import ConfigError
 
 __all__ = ["BACKENDS", "DEFAULT_BIND", "LOG_LEVELS", "Config"]
 
-BackendName = Literal["single", "threaded"]
-BACKENDS: tuple[str, ...] = ("single", "threaded")
+BackendName = Literal["single", "threaded", "fork"]
+BACKENDS: tuple[str, ...] = ("single", "threaded", "fork")
+DEFAULT_THREADS = {"single": 1, "threaded": 8, "fork": 1}
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 DEFAULT_BIND = "127.0.0.1:4000"
 
@@ -30,9 +32,23 @@ class Config:
     bind: tuple[str, ...] = (DEFAULT_BIND,)
     """Listening addresses: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:/path``, ``fd://N``."""
     backend: BackendName = "threaded"
-    """``single`` (one request at a time) or ``threaded`` (a bounded pool)."""
-    threads: int = 8
-    """Size of the thread pool of the threaded backend."""
+    """``single`` (one request at a time), ``threaded`` (a bounded pool) or
+    ``fork`` (an arbiter supervising prefork worker processes)."""
+    threads: int | None = None
+    """Threads per process: default 8 for ``threaded``, 1 for ``fork``; ``single`` has 1."""
+    workers: int | None = None
+    """Worker processes of the ``fork`` backend; default: the number of CPUs."""
+    preload: bool = False
+    """``fork``: import the app once in the arbiter, before forking."""
+    max_requests: int = 0
+    """``fork``: a worker retires after this many requests (0: never)."""
+    max_requests_jitter: int = 0
+    """``fork``: up to this many requests added at random to each worker's share."""
+    timeout: float = 30.0
+    """``fork``: seconds one request may run before its worker's stack is logged
+    and the worker killed (0: never)."""
+    pid_file: str | None = None
+    """A file the server writes its pid to at start and removes at exit."""
     script_name: str = ""
     """Mount prefix: ``SCRIPT_NAME`` for requests under it (``--script-name``)."""
     max_header_size: int = 64 * 1024
@@ -68,7 +84,15 @@ class Config:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
-        _require(self.threads >= 1, "threads must be at least 1")
+        _require(self.threads is None or self.threads >= 1, "threads must be at least 1")
+        _require(
+            not (self.backend == "single" and (self.threads or 1) > 1),
+            "threads applies to the threaded and fork backends, not single",
+        )
+        _require(self.workers is None or self.workers >= 1, "workers must be at least 1")
+        _require(self.max_requests >= 0, "max_requests must be >= 0")
+        _require(self.max_requests_jitter >= 0, "max_requests_jitter must be >= 0")
+        _require(self.timeout >= 0, "timeout must be >= 0 (0 disables it)")
         _require(self.max_header_size >= 16, "max_header_size must be at least 16 bytes")
         _require(
             self.max_body_size is None or self.max_body_size >= 0, "max_body_size must be >= 0"
@@ -84,9 +108,14 @@ class Config:
             )
 
     @property
-    def multithread(self) -> bool:
-        """True when requests of one process may run in parallel threads."""
-        return self.backend == "threaded" and self.threads > 1
+    def thread_count(self) -> int:
+        """Threads serving requests in each process, defaults applied."""
+        return self.threads if self.threads is not None else DEFAULT_THREADS[self.backend]
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes of the fork backend, defaults applied."""
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""

@@ -222,7 +222,8 @@ def test_url_scheme(live: LiveFactory, variables: dict[str, str], scheme: str) -
 
 
 def test_multithread_and_multiprocess_flags(live: LiveFactory, backend: str) -> None:
-    server = live(validator(environ_app), threads=8)
+    options = {"threads": 8} if backend == "threaded" else {}
+    server = live(validator(environ_app), **options)
     seen = seen_environ(server.address, "/")
     assert seen["wsgi.multithread"] is (backend == "threaded")
     assert seen["wsgi.multiprocess"] is False

@@ -19,7 +19,7 @@ _Job = tuple[socket.socket, Listening] | None
 
 
 class ThreadedBackend(Backend):
-    """A bounded pool of ``config.threads`` threads.
+    """A bounded pool of ``config.thread_count`` threads.
 
     The accept loop takes a connection only when a thread is free, so a busy
     server never queues work in memory: excess connections wait in the
@@ -31,7 +31,7 @@ class ThreadedBackend(Backend):
 
     def __init__(self, listeners: list[Listening], handler: Handler, config: Config) -> None:
         super().__init__(listeners, handler, config)
-        self._slots = threading.Semaphore(config.threads)
+        self._slots = threading.Semaphore(config.thread_count)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._active = 0
@@ -39,14 +39,14 @@ class ThreadedBackend(Backend):
 
     @classmethod
     def is_multithread(cls, config: Config) -> bool:
-        return config.threads > 1
+        return config.thread_count > 1
 
     def describe(self) -> str:
-        threads = self.config.threads
+        threads = self.config.thread_count
         return f"threaded ({threads} thread{'s' if threads > 1 else ''})"
 
     def start(self) -> None:
-        for number in range(self.config.threads):
+        for number in range(self.config.thread_count):
             thread = threading.Thread(
                 target=self._work, name=f"scgiwsgi-worker-{number}", daemon=True
             )
