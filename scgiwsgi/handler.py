@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from .config import Config
@@ -60,7 +61,8 @@ class ConnectionHandler:
     """Serves one request per accepted connection; safe to share across threads.
 
     ``multithread`` and ``multiprocess`` are the backend's flags and go to the
-    environ unchanged.
+    environ unchanged.  ``on_request``, if given, is called with each environ
+    before the application runs (the prefork worker notes what it serves).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class ConnectionHandler:
         multithread: bool,
         multiprocess: bool,
         access_log: AccessLogger | None = None,
+        on_request: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_request = on_request
         self.config = config
         self.multithread = multithread
         self.multiprocess = multiprocess
@@ -111,6 +115,8 @@ class ConnectionHandler:
             wsgi_errors=sys.stderr,
             file_wrapper=FileWrapper,
         )
+        if self.on_request is not None:
+            self.on_request(environ)
         response = Response(
             lambda data: _send_all(sock, data),
             sendfile=lambda file, offset, count: _send_file(sock, file, offset, count),

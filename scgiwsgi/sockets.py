@@ -195,8 +195,11 @@ class Listener:
         self.display = display
         self.server_name = server_name
         self.server_port = server_port
-        # (st_dev, st_ino) of the unix socket file this server created.
+        # (st_dev, st_ino) of the unix socket file this server created, and
+        # the process that created it: a forked worker closing its copy of
+        # the socket must leave the file to the parent.
         self._owned_file = owned_file
+        self._owner_pid = os.getpid()
 
     def fileno(self) -> int:
         """The socket's file descriptor (-1 once closed), for selectors."""
@@ -205,13 +208,14 @@ class Listener:
     def close(self) -> None:
         """Close the socket and remove the unix socket file this server created.
 
-        The file is removed only if it is still the socket created by
-        :func:`bind` (same device and inode); a file someone put in its
-        place is left alone.  Never raises for a file that cannot be removed.
+        The file is removed only by the process that bound it, and only if it
+        is still the socket created by :func:`bind` (same device and inode);
+        a file someone put in its place is left alone.  Never raises for a
+        file that cannot be removed.
         """
         self.sock.close()
         owned, self._owned_file = self._owned_file, None
-        if owned is not None:
+        if owned is not None and os.getpid() == self._owner_pid:
             with contextlib.suppress(OSError):
                 _unlink_if_same(self.spec.path, owned)
 

@@ -16,7 +16,7 @@ import logging
 import selectors
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
 from ..config import Config
@@ -41,6 +41,13 @@ class Handler(Protocol):
     def handle(self, sock: socket.socket, listener: ListenerInfo) -> None: ...
 
 
+class _Watch:
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+
 class Backend(abc.ABC):
     """Accepts connections on ``listeners`` and hands them to ``handler``."""
 
@@ -58,6 +65,15 @@ class Backend(abc.ABC):
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
+        self._watches: list[tuple[int, Callable[[], None]]] = []
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the accept loop when ``fd`` becomes readable.
+
+        The prefork worker watches a pipe from its arbiter this way: the pipe
+        reads EOF when the arbiter dies.  Register before :meth:`serve_forever`.
+        """
+        self._watches.append((fd, callback))
 
     @classmethod
     def is_multithread(cls, config: Config) -> bool:
@@ -114,6 +130,8 @@ class Backend(abc.ABC):
             for listener in self.listeners:
                 selector.register(listener.sock, selectors.EVENT_READ, listener)
             selector.register(self._wake_reader, selectors.EVENT_READ, None)
+            for fd, callback in self._watches:
+                selector.register(fd, selectors.EVENT_READ, _Watch(callback))
             while not self.stopping:
                 if not self.wait_for_capacity():
                     break
@@ -124,6 +142,10 @@ class Backend(abc.ABC):
         """Accept and dispatch one connection; False if none was taken."""
         for key, _ in selector.select():
             listener = key.data
+            if isinstance(listener, _Watch):
+                selector.unregister(key.fileobj)
+                listener.callback()
+                return False
             if listener is None or self.stopping:
                 return False
             try:
