@@ -9,8 +9,10 @@ the application cannot be loaded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -81,6 +83,50 @@ def _default(name: str) -> str:
     "backend",
     flag_value="threaded",
     help="Serve requests from a pool of threads (the default).",
+)
+@click.option(
+    "--fork",
+    "backend",
+    flag_value="fork",
+    help="Prefork: an arbiter supervises worker processes (for production).",
+)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Worker processes with --fork. [default: the number of CPUs]",
+)
+@click.option(
+    "--preload",
+    is_flag=True,
+    default=None,
+    help="With --fork, import the app once in the arbiter before forking.",
+)
+@click.option(
+    "--max-requests",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --fork, a worker retires after N requests. [default: 0, never]",
+)
+@click.option(
+    "--max-requests-jitter",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Add up to N requests at random to each worker's --max-requests.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --fork, a request running longer has its stack logged and its worker "
+    f"killed; 0 disables. [default: {_default('timeout')}]",
+)
+@click.option(
+    "--pid",
+    "pid_file",
+    metavar="FILE",
+    help="Write the server's pid to FILE at start; removed at exit.",
 )
 @click.option(
     "--threads",
@@ -168,25 +214,35 @@ def command(
     try:
         config = Config(**settings)
         configure_error_log(config.log_level)
-        application = _load(app, chdir, pythonpath)
-        _serve(application, app, config)
+        status = _serve(_loader(app, chdir, pythonpath), app, config)
     except StartupError as exc:
         _fail(exc)
+    sys.exit(status)
 
 
-def _load(spec: str | None, chdir: str | None, pythonpath: tuple[str, ...]) -> WSGIApp | None:
+def _loader(
+    spec: str | None, chdir: str | None, pythonpath: tuple[str, ...]
+) -> Callable[[], WSGIApp] | None:
     if spec is None:
         return None
     from .loading import load_app
 
-    return load_app(spec, chdir=chdir, pythonpath=pythonpath)
+    return functools.partial(load_app, spec, chdir=chdir, pythonpath=pythonpath)
 
 
-def _serve(application: WSGIApp | None, spec: str | None, config: Config) -> None:
+def _serve(loader: Callable[[], WSGIApp] | None, spec: str | None, config: Config) -> int:
     from .server import WSGIServer
 
-    server = WSGIServer(application, config=config, app_name=spec)
-    server.serve_forever()
+    # Import now, before binding, unless each forked worker imports for itself.
+    load_in_workers = config.backend == "fork" and not config.preload
+    application = loader() if loader is not None and not load_in_workers else None
+    server = WSGIServer(
+        application,
+        config=config,
+        app_name=spec,
+        app_loader=loader if load_in_workers else None,
+    )
+    return server.serve_forever()
 
 
 def _fail(exc: StartupError) -> None:

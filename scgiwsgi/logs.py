@@ -89,6 +89,21 @@ class AccessLog:
             self._stream.write(line)
             self._stream.flush()
 
+    def reopen(self) -> None:
+        """Reopen the file by its path (after logrotate moved it); stdout stays."""
+        if self.destination == "-":
+            return
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                stream = _open_log(self.destination)
+            except ConfigError as exc:
+                logging.getLogger("scgiwsgi.error").error("%s; keeping the old file", exc)
+                return
+            self._stream.close()
+            self._stream = stream
+
     def close(self) -> None:
         """Close the file (never stdout); later lines are dropped."""
         with self._lock:

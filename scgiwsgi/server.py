@@ -12,14 +12,16 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
 from . import __version__
+from .arbiter import Arbiter
 from .backends import Backend, backend_class
 from .config import Config
 from .demo import application as demo_application
+from .errors import ConfigError
 from .gateway import WSGIApp
 from .handler import ConnectionHandler
 from .logs import AccessLog, configure_error_log
@@ -36,11 +38,14 @@ class WSGIServer:
     """A WSGI server speaking SCGI on one or more addresses.
 
     ``bind`` is one address or a list of them (``HOST:PORT``, ``[IPv6]:PORT``,
-    ``unix:/path``, ``fd://N``); ``backend`` is ``"threaded"`` or
-    ``"single"``; every other keyword is a :class:`~scgiwsgi.Config` option
+    ``unix:/path``, ``fd://N``); ``backend`` is ``"threaded"``, ``"single"``
+    or ``"fork"``; every other keyword is a :class:`~scgiwsgi.Config` option
     (``threads``, ``script_name``, ``max_header_size``...).  Pass ``config``
     instead to use a ready-made :class:`~scgiwsgi.Config`.  With ``app`` None
-    the built-in page listing the CGI variables is served.
+    and no ``app_loader`` the built-in page listing the CGI variables is
+    served.  ``app_loader`` (a callable returning the app) lets the fork
+    backend import the application in each worker after the fork, unless
+    ``preload`` is set.
 
     Raises :class:`~scgiwsgi.errors.ConfigError` for a bad option and, from
     :meth:`bind` or :meth:`serve_forever`,
@@ -55,6 +60,7 @@ class WSGIServer:
         *,
         config: Config | None = None,
         app_name: str | None = None,
+        app_loader: Callable[[], WSGIApp] | None = None,
         **options: Any,
     ) -> None:
         base = config if config is not None else Config()
@@ -64,10 +70,14 @@ class WSGIServer:
         if backend is not None:
             changes["backend"] = backend
         self.config = base.replace(**changes) if changes else base
-        self.app: WSGIApp = app if app is not None else demo_application
+        self.app: WSGIApp | None = app
+        self.app_loader = app_loader
+        if app is None and app_loader is None:
+            self.app = demo_application
         self.app_name = app_name or _describe_app(app)
         self.listeners: list[Listener] = []
         self._backend: Backend | None = None
+        self._arbiter: Arbiter | None = None
         self._stop_requested = threading.Event()
         self._access_log: AccessLog | None = None
 
@@ -84,32 +94,83 @@ class WSGIServer:
             )
         return self.listeners
 
-    def serve_forever(self) -> None:
+    def serve_forever(self) -> int:
         """Serve until :meth:`shutdown`, SIGTERM or SIGINT; then stop gracefully.
 
         In-flight requests get ``graceful_timeout`` seconds to finish.  Signal
-        handlers are installed only when called from the main thread.
+        handlers are installed only when called from the main thread (the
+        fork backend must run there).  Returns the exit status for the
+        process: 0 after a stop; with the fork backend, 4 when the workers
+        cannot import the application.  Raises
+        :class:`~scgiwsgi.errors.AppImportError` when the application is
+        loaded here and fails.
         """
         _ensure_logging(self.config.log_level)
         self.bind()
+        pid_file = _PidFile(self.config.pid_file)
+        try:
+            pid_file.write()
+            if self.config.backend == "fork":
+                return self._run_arbiter()
+            self._run_in_process()
+            return 0
+        finally:
+            pid_file.remove()
+            self.server_close()
+            self._stop_requested.clear()
+
+    def _run_in_process(self) -> None:
+        app = self._loaded_app()
         restore = self._install_signal_handlers()
         try:
-            backend = self._make_backend()
-            log.info("%s", self._startup_line(backend))
+            backend = self._make_backend(app)
+            log.info("%s", self._startup_line(backend.describe()))
             if self._stop_requested.is_set():
                 backend.shutdown()
             backend.serve_forever()
             log.info("stopped")
         finally:
             restore()
-            self.server_close()
-            self._stop_requested.clear()
+
+    def _run_arbiter(self) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError("the fork backend must run in the main thread")
+        app = self._loaded_app() if (self.config.preload or self.app_loader is None) else None
+        self._arbiter = Arbiter(
+            self.config,
+            list(self.listeners),
+            app=app,
+            app_loader=None if app is not None else self.app_loader,
+            app_name=self.app_name,
+        )
+        workers, threads = self.config.worker_count, self.config.thread_count
+        log.info(
+            "%s",
+            self._startup_line(
+                f"fork ({workers} worker{'s' if workers > 1 else ''}, "
+                f"{threads} thread{'s' if threads > 1 else ''} each)"
+            ),
+        )
+        if self._stop_requested.is_set():
+            self._arbiter.stop()
+        status = self._arbiter.run()
+        log.info("stopped")
+        return status
+
+    def _loaded_app(self) -> WSGIApp:
+        if self.app is None:
+            if self.app_loader is None:
+                raise ConfigError("no application to serve")
+            self.app = self.app_loader()
+        return self.app
 
     def shutdown(self) -> None:
         """Stop accepting and let :meth:`serve_forever` return; thread-safe."""
         self._stop_requested.set()
         if self._backend is not None:
             self._backend.shutdown()
+        if self._arbiter is not None:
+            self._arbiter.stop()
 
     def server_close(self) -> None:
         """Close the listening sockets (removing unix socket files) and logs."""
@@ -120,12 +181,12 @@ class WSGIServer:
             self._access_log.close()
             self._access_log = None
 
-    def _make_backend(self) -> Backend:
+    def _make_backend(self, app: WSGIApp) -> Backend:
         cls = backend_class(self.config.backend)
         if self.config.access_log:
             self._access_log = AccessLog(self.config.access_log)
         handler = ConnectionHandler(
-            self.app,
+            app,
             self.config,
             multithread=cls.is_multithread(self.config),
             multiprocess=cls.multiprocess,
@@ -137,10 +198,10 @@ class WSGIServer:
         self._backend.may_exit_process = threading.current_thread() is threading.main_thread()
         return self._backend
 
-    def _startup_line(self, backend: Backend) -> str:
+    def _startup_line(self, backend: str) -> str:
         return (
             f"scgiwsgi {__version__} serving {self.app_name} on "
-            f"{', '.join(self.addresses)} with the {backend.describe()} backend, pid {os.getpid()}"
+            f"{', '.join(self.addresses)} with the {backend} backend, pid {os.getpid()}"
         )
 
     def _install_signal_handlers(self) -> Any:
@@ -164,6 +225,35 @@ class WSGIServer:
                 signal.signal(signum, handler)
 
         return restore
+
+
+class _PidFile:
+    """``--pid FILE``: written at start, removed at exit if it still names us."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.pid = 0
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        self.pid = os.getpid()
+        try:
+            with open(self.path, "w", encoding="ascii") as file:
+                file.write(f"{self.pid}\n")
+        except OSError as exc:
+            raise ConfigError(f"pid_file: cannot write {self.path!r}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        if self.path is None or self.pid != os.getpid():
+            return
+        try:
+            with open(self.path, encoding="ascii") as file:
+                if file.read().strip() != str(self.pid):
+                    return
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _ensure_logging(level: str) -> None:

@@ -1,0 +1,320 @@
+"""The worker side of the fork backend: what runs in each forked process.
+
+A worker accepts on the listening sockets it inherited from the arbiter and
+serves with the single backend (one thread) or the threaded one.  It talks to
+the arbiter through three channels set up before the fork:
+
+* a pipe it only reads: it reads EOF when the arbiter dies, and the worker
+  stops (no orphans);
+* a pipe it writes fixed-size notes to (ready, retiring);
+* a shared memory block with one slot per request thread holding the
+  monotonic start time of the request in progress (0.0 when idle), which the
+  arbiter reads to find requests running past ``--timeout``.
+
+Signals: TERM stops gracefully, INT and QUIT exit at once, USR1 reopens the
+access log, USR2 (sent by the arbiter on a timeout) logs the stack of every
+request running past the timeout, then exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import mmap
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from ..config import Config
+from ..errors import AppImportError
+from ..gateway import WSGIApp
+from ..handler import ConnectionHandler, ListenerInfo
+from ..logs import AccessLog
+from .base import Backend, Listening
+from .single import SingleBackend
+from .threaded import ThreadedBackend
+
+__all__ = [
+    "EXIT_APP_IMPORT",
+    "EXIT_BOOT_FAILED",
+    "EXIT_TIMEOUT",
+    "NOTE_READY",
+    "NOTE_RETIRING",
+    "SLOT_SIZE",
+    "WorkerContext",
+    "read_notes",
+    "read_slot",
+    "run_worker",
+    "set_process_title",
+]
+
+log = logging.getLogger("scgiwsgi.error")
+
+EXIT_APP_IMPORT = 4
+"""A worker could not import the application: the arbiter stops the server."""
+EXIT_BOOT_FAILED = 70
+"""A worker failed before serving for another reason."""
+EXIT_TIMEOUT = 75
+"""A worker ended itself after logging a request that ran past ``--timeout``."""
+
+NOTE_READY = b"R"
+NOTE_RETIRING = b"X"
+_NOTE = struct.Struct("=c3xi")
+SLOT_SIZE = 8
+_SLOT = struct.Struct("=d")
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """Everything a worker inherits from the arbiter."""
+
+    config: Config
+    listeners: list[Listening]
+    app: WSGIApp | None
+    app_loader: Callable[[], WSGIApp] | None
+    app_name: str
+    slots: mmap.mmap
+    alive_fd: int
+    """Read end of the pipe whose write end only the arbiter holds."""
+    notify_fd: int
+    """Write end of the arbiter's notes pipe."""
+    close_fds: tuple[int, ...] = ()
+    """Descriptors of the arbiter that a worker closes right after the fork."""
+
+
+def read_slot(slots: mmap.mmap, index: int) -> float:
+    """The start time stored in slot ``index`` (0.0: idle)."""
+    return float(_SLOT.unpack_from(slots, index * SLOT_SIZE)[0])
+
+
+def read_notes(data: bytes) -> list[tuple[bytes, int]]:
+    """Split bytes read from the notes pipe into ``(kind, pid)`` pairs."""
+    usable = len(data) - len(data) % _NOTE.size
+    return [_NOTE.unpack_from(data, offset) for offset in range(0, usable, _NOTE.size)]
+
+
+def set_process_title(title: str) -> None:
+    """Set the process title when ``setproctitle`` is installed."""
+    try:
+        import setproctitle  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+def run_worker(context: WorkerContext, slot_base: int) -> int:
+    """Serve in a freshly forked worker; return its exit status.
+
+    The caller must pass the result to ``os._exit``: a worker never returns
+    into the arbiter's code.
+    """
+    worker = _Worker(context, slot_base)
+    try:
+        return worker.run()
+    except Exception:
+        log.exception("worker %d failed", os.getpid())
+        return EXIT_BOOT_FAILED
+
+
+class _Worker:
+    def __init__(self, context: WorkerContext, slot_base: int) -> None:
+        self.context = context
+        self.config = context.config
+        self.slot_base = slot_base
+        self.backend: Backend | None = None
+        self.access_log: AccessLog | None = None
+        self.requests = 0
+        self.limit = _request_limit(self.config)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._next_slot = 0
+        self._in_flight: dict[int, list[Any]] = {}
+
+    def run(self) -> int:
+        for fd in self.context.close_fds:
+            _close_quietly(fd)
+        self._install_signals()
+        set_process_title(f"scgi-wsgi worker: {self.context.app_name}")
+        app = self._load_app()
+        if app is None:
+            return EXIT_APP_IMPORT
+        backend = self._make_backend(app)
+        backend.watch(self.context.alive_fd, self._arbiter_gone)
+        self._note(NOTE_READY)
+        backend.serve_forever()
+        if self.access_log is not None:
+            self.access_log.close()
+        return 0
+
+    # -- setup -----------------------------------------------------------------
+
+    def _load_app(self) -> WSGIApp | None:
+        if self.context.app is not None:
+            return self.context.app
+        if self.context.app_loader is None:
+            raise RuntimeError("worker has neither an application nor a loader")
+        try:
+            return self.context.app_loader()
+        except AppImportError as exc:
+            if exc.traceback_text:
+                log.error("worker %d: %s\n%s", os.getpid(), exc, exc.traceback_text.rstrip())
+            else:
+                log.error("worker %d: %s", os.getpid(), exc)
+            return None
+
+    def _make_backend(self, app: WSGIApp) -> Backend:
+        threads = self.config.thread_count
+        cls: type[Backend] = ThreadedBackend if threads > 1 else SingleBackend
+        if self.config.access_log:
+            self.access_log = AccessLog(self.config.access_log)
+        handler = ConnectionHandler(
+            app,
+            self.config,
+            multithread=threads > 1,
+            multiprocess=True,
+            access_log=self.access_log,
+            on_request=self._on_request,
+        )
+        self.handler = handler
+        self.backend = cls(self.context.listeners, self, self.config)
+        return self.backend
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_quick_stop)
+        signal.signal(signal.SIGQUIT, self._on_quick_stop)
+        signal.signal(signal.SIGUSR1, self._on_reopen)
+        signal.signal(signal.SIGUSR2, self._on_timeout)
+        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    # -- serving (the backend calls handle) ---------------------------------------
+
+    def handle(self, sock: Any, listener: ListenerInfo) -> None:
+        """Serve one connection, keeping the shared slot and the count up to date."""
+        slot = self._slot_offset()
+        ident = threading.get_ident()
+        started = time.monotonic()
+        self._in_flight[ident] = [started, "(reading the request)"]
+        _SLOT.pack_into(self.context.slots, slot, started)
+        try:
+            self.handler.handle(sock, listener)
+        finally:
+            _SLOT.pack_into(self.context.slots, slot, 0.0)
+            del self._in_flight[ident]
+            self._count_request()
+
+    def _on_request(self, environ: dict[str, Any]) -> None:
+        entry = self._in_flight.get(threading.get_ident())
+        if entry is not None:
+            uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+            entry[1] = f"{environ.get('REQUEST_METHOD', '-')} {uri}"
+
+    def _slot_offset(self) -> int:
+        offset: int | None = getattr(self._local, "offset", None)
+        if offset is None:
+            with self._lock:
+                offset = (self.slot_base + self._next_slot) * SLOT_SIZE
+                self._next_slot += 1
+            self._local.offset = offset
+        return offset
+
+    def _count_request(self) -> None:
+        if not self.limit:
+            return
+        with self._lock:
+            self.requests += 1
+            retire = self.requests == self.limit
+        if retire and self.backend is not None:
+            log.info("worker %d: served %d requests; retiring", os.getpid(), self.requests)
+            self._note(NOTE_RETIRING)
+            self.backend.shutdown()
+
+    # -- talking to the arbiter -------------------------------------------------------
+
+    def _note(self, kind: bytes) -> None:
+        try:
+            os.write(self.context.notify_fd, _NOTE.pack(kind, os.getpid()))
+        except OSError as exc:
+            log.warning("worker %d: cannot reach the arbiter: %s", os.getpid(), exc)
+
+    def _arbiter_gone(self) -> None:
+        if self.backend is None or self.backend.stopping:
+            return  # a normal stop: the arbiter closed the pipe after sending TERM
+        log.error("worker %d: the arbiter is gone; stopping", os.getpid())
+        self.backend.shutdown()
+
+    # -- signal handlers ------------------------------------------------------------
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if self.backend is not None:
+            self.backend.shutdown()
+
+    def _on_quick_stop(self, signum: int, frame: FrameType | None) -> None:
+        sys.stderr.flush()
+        os._exit(0)
+
+    def _on_reopen(self, signum: int, frame: FrameType | None) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    def _on_timeout(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        overdue = [
+            (ident, entry)
+            for ident, entry in list(self._in_flight.items())
+            if now - entry[0] >= self.config.timeout
+        ]
+        if not overdue:
+            return  # the request finished meanwhile: nothing to kill
+        frames = sys._current_frames()
+        main = threading.main_thread().ident
+        for ident, (started, what) in overdue:
+            where = frame if ident == main else frames.get(ident)
+            stack = _application_stack(where)
+            log.error(
+                "worker %d: request %s has run %.1fs, past the %ss timeout; "
+                "the worker is killed. Where it is (most recent call last):\n%s",
+                os.getpid(),
+                what,
+                now - started,
+                self.config.timeout,
+                stack.rstrip("\n"),
+            )
+        for handler in logging.getLogger("scgiwsgi").handlers:
+            handler.flush()
+        os._exit(EXIT_TIMEOUT)
+
+
+def _application_stack(frame: FrameType | None) -> str:
+    """The stack of ``frame`` from the application's entry on (server frames cut)."""
+    if frame is None:
+        return "  (the request's thread is gone)\n"
+    entries = traceback.extract_stack(frame)
+    for index, entry in enumerate(entries):
+        if entry.name == "run_application" and entry.filename.endswith("gateway.py"):
+            entries = traceback.StackSummary.from_list(entries[index + 1 :]) or entries
+            break
+    return "".join(entries.format())
+
+
+def _request_limit(config: Config) -> int:
+    if not config.max_requests:
+        return 0
+    jitter = config.max_requests_jitter
+    extra = int.from_bytes(os.urandom(4), "little") % (jitter + 1) if jitter else 0
+    return config.max_requests + extra
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
