@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from .backends.base import Listening
 from .backends.prefork import (
     EXIT_APP_IMPORT,
     EXIT_TIMEOUT,
@@ -40,6 +39,8 @@ from .backends.prefork import (
 )
 from .config import Config
 from .gateway import WSGIApp
+from .reexec import Inherited, reexec
+from .sockets import Listener
 
 __all__ = ["Arbiter"]
 
@@ -90,13 +91,16 @@ class Arbiter:
     def __init__(
         self,
         config: Config,
-        listeners: list[Listening],
+        listeners: list[Listener],
         *,
         app: WSGIApp | None,
         app_loader: Callable[[], WSGIApp] | None,
         app_name: str,
+        reload_by_reexec: bool = False,
+        inherited: Inherited | None = None,
     ) -> None:
         self.config = config
+        self.reload_by_reexec = reload_by_reexec
         self.listeners = listeners
         self.app = app
         self.app_loader = app_loader
@@ -116,6 +120,20 @@ class Arbiter:
         self._alive_r, self._alive_w = os.pipe()
         for fd in (self._wake_r, self._wake_w, self._notes_r):
             os.set_blocking(fd, False)
+        self._old_alive_w = -1
+        if inherited is not None:
+            self._adopt(inherited)
+
+    def _adopt(self, inherited: Inherited) -> None:
+        """Take over the workers of the image this process was before ``exec``."""
+        self._old_alive_w = inherited.alive_fd
+        self.generation = 1
+        for pid in inherited.old_workers:
+            self.workers[pid] = _Worker(pid, generation=0, slot_base=-1, ready=True)
+        log.info(
+            "re-executed for a reload: %d old worker(s) stop once the new ones accept",
+            len(inherited.old_workers),
+        )
 
     # -- public ----------------------------------------------------------------------
 
@@ -182,6 +200,12 @@ class Arbiter:
     def _handle_sighup(self) -> None:
         if self._state is not _State.RUNNING:
             return
+        if self.reload_by_reexec:
+            self._reexec()
+            return
+        self._restart_workers()
+
+    def _restart_workers(self) -> None:
         self.generation += 1
         log.info(
             "received SIGHUP: starting %d new worker(s) (generation %d); the old ones "
@@ -189,10 +213,22 @@ class Arbiter:
             self.target,
             self.generation,
         )
-        if self.app is not None and self.app_loader is None:
+        if self.app is not None:
             log.warning(
-                "the application object was loaded before forking: its code is not reloaded"
+                "the application object was created before forking and cannot be "
+                "re-imported: the new workers run the same code"
             )
+
+    def _reexec(self) -> None:
+        log.info(
+            "received SIGHUP with --preload: re-executing the arbiter to import the new "
+            "code; the old workers serve meanwhile"
+        )
+        try:
+            reexec(self.listeners, list(self.workers), self._alive_w)
+        except OSError as exc:
+            log.error("cannot re-execute the arbiter (%s); restarting the workers only", exc)
+            self._restart_workers()
 
     def _handle_sigttin(self) -> None:
         self.target += 1
@@ -247,7 +283,8 @@ class Arbiter:
                 return
             worker = self.workers.pop(pid, None)
             if worker is not None:
-                self._free_slots.append(worker.slot_base)
+                if worker.slot_base >= 0:
+                    self._free_slots.append(worker.slot_base)
                 self._worker_exited(worker, status)
 
     def _worker_exited(self, worker: _Worker, status: int) -> None:
@@ -382,7 +419,7 @@ class Arbiter:
         if not limit:
             return
         for worker in self.workers.values():
-            if worker.timed_out or not worker.ready:
+            if worker.timed_out or not worker.ready or worker.slot_base < 0:
                 continue
             started = [
                 read_slot(self._slots, worker.slot_base + i)
@@ -426,8 +463,10 @@ class Arbiter:
         for listener in self.listeners:
             listener.close()
         # Workers watch this pipe: closing our end tells every one of them.
-        _close_fd(self._alive_w)
-        self._alive_w = -1
+        for fd in (self._alive_w, self._old_alive_w):
+            if fd >= 0:
+                _close_fd(fd)
+        self._alive_w = self._old_alive_w = -1
 
     def _kill_all(self, signum: int, why: str = "") -> None:
         if why and self.workers:

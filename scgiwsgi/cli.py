@@ -240,7 +240,8 @@ def _serve(loader: Callable[[], WSGIApp] | None, spec: str | None, config: Confi
         application,
         config=config,
         app_name=spec,
-        app_loader=loader if load_in_workers else None,
+        # With --fork the loader also serves --preload reloads (re-exec).
+        app_loader=loader if config.backend == "fork" else None,
     )
     return server.serve_forever()
 

@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .gateway import WSGIApp
 from .handler import ConnectionHandler
 from .logs import AccessLog, configure_error_log
+from .reexec import Inherited, take_inherited
 from .sockets import Listener, bind_all
 
 __all__ = ["WSGIServer"]
@@ -78,6 +79,7 @@ class WSGIServer:
         self.listeners: list[Listener] = []
         self._backend: Backend | None = None
         self._arbiter: Arbiter | None = None
+        self._inherited: Inherited | None = None
         self._stop_requested = threading.Event()
         self._access_log: AccessLog | None = None
 
@@ -88,6 +90,10 @@ class WSGIServer:
 
     def bind(self) -> list[Listener]:
         """Bind every address now (idempotent); raises BindError."""
+        if not self.listeners and self._inherited is None:
+            self._inherited = take_inherited()
+            if self._inherited is not None:
+                self.listeners = list(self._inherited.listeners)
         if not self.listeners:
             self.listeners = bind_all(
                 self.config.bind, socket_mode=self.config.socket_mode, backlog=self.config.backlog
@@ -135,13 +141,17 @@ class WSGIServer:
     def _run_arbiter(self) -> int:
         if threading.current_thread() is not threading.main_thread():
             raise ConfigError("the fork backend must run in the main thread")
-        app = self._loaded_app() if (self.config.preload or self.app_loader is None) else None
+        preload = self.config.preload or self.app_loader is None
+        reloadable = self.config.preload and self.app_loader is not None
+        app = self._loaded_app() if preload else None
         self._arbiter = Arbiter(
             self.config,
             list(self.listeners),
             app=app,
             app_loader=None if app is not None else self.app_loader,
             app_name=self.app_name,
+            reload_by_reexec=reloadable,
+            inherited=self._inherited,
         )
         workers, threads = self.config.worker_count, self.config.thread_count
         log.info(

@@ -201,6 +201,11 @@ class Listener:
         self._owned_file = owned_file
         self._owner_pid = os.getpid()
 
+    @property
+    def owned_file(self) -> tuple[int, int] | None:
+        """``(st_dev, st_ino)`` of the unix socket file this server created, if any."""
+        return self._owned_file
+
     def fileno(self) -> int:
         """The socket's file descriptor (-1 once closed), for selectors."""
         return self.sock.fileno()

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -77,7 +77,7 @@ class WorkerContext:
     """Everything a worker inherits from the arbiter."""
 
     config: Config
-    listeners: list[Listening]
+    listeners: Sequence[Listening]
     app: WSGIApp | None
     app_loader: Callable[[], WSGIApp] | None
     app_name: str

@@ -7,6 +7,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Sequence
 
 from ..config import Config
 from .base import Backend, Handler, Listening
@@ -29,7 +30,7 @@ class ThreadedBackend(Backend):
     name = "threaded"
     multithread = True
 
-    def __init__(self, listeners: list[Listening], handler: Handler, config: Config) -> None:
+    def __init__(self, listeners: Sequence[Listening], handler: Handler, config: Config) -> None:
         super().__init__(listeners, handler, config)
         self._slots = threading.Semaphore(config.thread_count)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()

@@ -1,0 +1,116 @@
+"""Graceful reload with ``--preload``: re-execute the arbiter, keep the sockets.
+
+With ``--preload`` the application's code lives in the arbiter, so new code
+needs a new arbiter.  On SIGHUP the arbiter runs its own command line again
+with :func:`reexec` (same pid): the listening sockets and the pipe that tells
+the old workers their arbiter is alive stay open across ``exec``, and an
+environment variable describes them.  The new arbiter adopts them
+(:func:`take_inherited`), imports the application afresh, forks new workers,
+and stops the old workers (still its children) once the new ones accept.
+Connections that arrive meanwhile wait in the kernel's listen queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .sockets import BindSpec, Listener
+
+__all__ = ["ENV_NAME", "Inherited", "reexec", "take_inherited"]
+
+ENV_NAME = "SCGIWSGI_REEXEC"
+_START_DIR = os.getcwd()
+
+
+@dataclasses.dataclass(frozen=True)
+class Inherited:
+    """What a re-executed arbiter takes over from its previous image."""
+
+    listeners: list[Listener]
+    old_workers: list[int]
+    alive_fd: int
+
+
+def reexec(listeners: Sequence[Listener], old_workers: Sequence[int], alive_fd: int) -> NoReturn:
+    """Replace this process with a fresh run of its own command line.
+
+    Raises ``OSError`` when ``exec`` fails (the caller keeps running).
+    """
+    described = []
+    for listener in listeners:
+        listener.sock.set_inheritable(True)
+        described.append(_describe(listener))
+    os.set_inheritable(alive_fd, True)
+    state = {
+        "pid": os.getpid(),
+        "listeners": described,
+        "old_workers": list(old_workers),
+        "alive_fd": alive_fd,
+    }
+    os.environ[ENV_NAME] = json.dumps(state)
+    os.chdir(_START_DIR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    os.execv(sys.executable, argv)
+
+
+def take_inherited() -> Inherited | None:
+    """Adopt what a previous image of this process left, if anything.
+
+    Returns None in a process that was not re-executed (the variable is
+    absent, or names another pid: a child that inherited the environment).
+    """
+    raw = os.environ.pop(ENV_NAME, None)
+    if raw is None:
+        return None
+    state = json.loads(raw)
+    if state.get("pid") != os.getpid():
+        return None
+    listeners = [_adopt(entry) for entry in state["listeners"]]
+    os.set_inheritable(state["alive_fd"], False)
+    return Inherited(listeners, [int(pid) for pid in state["old_workers"]], state["alive_fd"])
+
+
+def _describe(listener: Listener) -> dict[str, object]:
+    owned = listener.owned_file
+    return {
+        "fd": listener.sock.fileno(),
+        "spec": str(listener.spec),
+        "kind": listener.spec.kind,
+        "path": listener.spec.path,
+        "display": listener.display,
+        "server_name": listener.server_name,
+        "server_port": listener.server_port,
+        "owned": list(owned) if owned is not None else None,
+    }
+
+
+def _adopt(entry: dict[str, object]) -> Listener:
+    sock = socket.socket(fileno=int(str(entry["fd"])))
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    kind = str(entry["kind"])
+    spec = BindSpec(kind="unix", path=str(entry["path"])) if kind == "unix" else _tcp_spec(sock)
+    owned = entry.get("owned")
+    return Listener(
+        sock,
+        spec,
+        display=str(entry["display"]),
+        server_name=str(entry["server_name"]),
+        server_port=str(entry["server_port"]),
+        owned_file=(int(owned[0]), int(owned[1])) if isinstance(owned, list) else None,
+    )
+
+
+def _tcp_spec(sock: socket.socket) -> BindSpec:
+    address = sock.getsockname()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return BindSpec(kind="tcp", host=str(address[0]), port=int(address[1]))
+    return BindSpec(kind="fd", fd=sock.fileno())
