@@ -13,7 +13,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -196,6 +196,13 @@ def _default(name: str) -> str:
     metavar="DIR",
     help="Put DIR at the front of sys.path; repeatable.",
 )
+@click.option(
+    "--inetd",
+    is_flag=True,
+    default=None,
+    help="Answer the one request of the connection on stdin/stdout, then exit "
+    "(inetd, xinetd, systemd Accept=yes).",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="scgi-wsgi")
 def command(
     app: str | None, chdir: str | None, pythonpath: tuple[str, ...], **options: Any
@@ -206,7 +213,10 @@ def command(
     pkg.mod (then 'application', then 'app'), or path/to/file.py[:name].
     Without APP, a built-in page lists each request's CGI variables.
     """
+    inetd = bool(options.pop("inetd", False))
     settings = {name: value for name, value in options.items() if value not in (None, ())}
+    if inetd and "bind" in settings:
+        raise click.UsageError("--inetd serves the connection on stdin; it takes no --bind")
     if settings.get("backend") == "single" and "threads" in settings:
         raise click.UsageError("--threads applies to --threaded and --fork, not --single")
     if "log_level" in settings:
@@ -214,6 +224,8 @@ def command(
     try:
         config = Config(**settings)
         configure_error_log(config.log_level)
+        if inetd:
+            _serve_inetd(_loader(app, chdir, pythonpath), config)
         status = _serve(_loader(app, chdir, pythonpath), app, config)
     except StartupError as exc:
         _fail(exc)
@@ -228,6 +240,12 @@ def _loader(
     from .loading import load_app
 
     return functools.partial(load_app, spec, chdir=chdir, pythonpath=pythonpath)
+
+
+def _serve_inetd(loader: Callable[[], WSGIApp] | None, config: Config) -> NoReturn:
+    from .inetd import run_app
+
+    run_app(loader() if loader is not None else None, config=config)
 
 
 def _serve(loader: Callable[[], WSGIApp] | None, spec: str | None, config: Config) -> int:
