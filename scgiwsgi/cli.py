@@ -18,10 +18,11 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .config import LOG_LEVELS, Config
+from .config import ACCESS_LOG_FORMATS, LOG_LEVELS, Config
 from .errors import AppImportError, StartupError
 from .gateway import WSGIApp
 from .logs import configure_error_log
+from .settings import resolve, to_toml
 
 __all__ = ["main"]
 
@@ -185,9 +186,34 @@ def _default(name: str) -> str:
     help="Write an access log (Apache combined format) to FILE, or - for stdout.",
 )
 @click.option(
+    "--access-log-format",
+    type=click.Choice(ACCESS_LOG_FORMATS, case_sensitive=False),
+    help="combined (Apache's) or json (one object a line, with the time in microseconds). "
+    "[default: combined]",
+)
+@click.option("--error-log", metavar="FILE", help="Write the error log to FILE. [default: stderr]")
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    help=f"Error log level (stderr). [default: {_default('log_level')}]",
+    help=f"Error log level. [default: {_default('log_level')}]",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Read options from a TOML file (also $SCGI_WSGI_CONFIG). Precedence: command line, "
+    "then SCGI_WSGI_<OPTION> environment variables, then this file.",
+)
+@click.option(
+    "--check-config",
+    is_flag=True,
+    help="Check the settings and import the app, then exit 0, or 1 with the reason.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the effective settings as TOML and exit.",
 )
 @click.option("--chdir", metavar="DIR", help="Change to DIR before loading the app.")
 @click.option(
@@ -205,7 +231,7 @@ def _default(name: str) -> str:
 )
 @click.version_option(__version__, "-V", "--version", prog_name="scgi-wsgi")
 def command(
-    app: str | None, chdir: str | None, pythonpath: tuple[str, ...], **options: Any
+    config_file: str | None, check_config: bool, print_config: bool, **options: Any
 ) -> None:
     """Serve the WSGI application APP over SCGI.
 
@@ -219,27 +245,40 @@ def command(
         raise click.UsageError("--inetd serves the connection on stdin; it takes no --bind")
     if settings.get("backend") == "single" and "threads" in settings:
         raise click.UsageError("--threads applies to --threaded and --fork, not --single")
-    if "log_level" in settings:
-        settings["log_level"] = settings["log_level"].lower()
+    for name in ("log_level", "access_log_format"):
+        if name in settings:
+            settings[name] = settings[name].lower()
     try:
-        config = Config(**settings)
-        configure_error_log(config.log_level)
+        config = resolve(settings, config_file=config_file)
+        if print_config:
+            click.echo(to_toml(config), nl=False)
+            sys.exit(0)
+        configure_error_log(config.log_level, path=config.error_log)
+        if check_config:
+            _check(config)
         if inetd:
-            _serve_inetd(_loader(app, chdir, pythonpath), config)
-        status = _serve(_loader(app, chdir, pythonpath), app, config)
+            _serve_inetd(_loader(config), config)
+        status = _serve(_loader(config), config.app, config)
     except StartupError as exc:
-        _fail(exc)
+        _fail(exc, check_config)
     sys.exit(status)
 
 
-def _loader(
-    spec: str | None, chdir: str | None, pythonpath: tuple[str, ...]
-) -> Callable[[], WSGIApp] | None:
-    if spec is None:
+def _loader(config: Config) -> Callable[[], WSGIApp] | None:
+    if config.app is None:
         return None
     from .loading import load_app
 
-    return functools.partial(load_app, spec, chdir=chdir, pythonpath=pythonpath)
+    return functools.partial(load_app, config.app, chdir=config.chdir, pythonpath=config.pythonpath)
+
+
+def _check(config: Config) -> NoReturn:
+    loader = _loader(config)
+    if loader is not None:
+        loader()
+    what = f"the application {config.app} imports" if loader else "no application (built-in page)"
+    click.echo(f"scgi-wsgi: configuration OK; {what}")
+    sys.exit(0)
 
 
 def _serve_inetd(loader: Callable[[], WSGIApp] | None, config: Config) -> NoReturn:
@@ -264,11 +303,11 @@ def _serve(loader: Callable[[], WSGIApp] | None, spec: str | None, config: Confi
     return server.serve_forever()
 
 
-def _fail(exc: StartupError) -> None:
+def _fail(exc: StartupError, checking: bool = False) -> NoReturn:
     if isinstance(exc, AppImportError) and exc.traceback_text:
         click.echo(exc.traceback_text.rstrip("\n"), err=True)
     click.echo(f"scgi-wsgi: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+    sys.exit(1 if checking else exc.exit_code)
 
 
 def main() -> None:

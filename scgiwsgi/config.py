@@ -12,11 +12,13 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["BACKENDS", "DEFAULT_BIND", "LOG_LEVELS", "Config"]
+__all__ = ["ACCESS_LOG_FORMATS", "BACKENDS", "DEFAULT_BIND", "LOG_LEVELS", "Config"]
 
 BackendName = Literal["single", "threaded", "fork"]
 BACKENDS: tuple[str, ...] = ("single", "threaded", "fork")
 DEFAULT_THREADS = {"single": 1, "threaded": 8, "fork": 1}
+AccessLogFormat = Literal["combined", "json"]
+ACCESS_LOG_FORMATS: tuple[str, ...] = ("combined", "json")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 DEFAULT_BIND = "127.0.0.1:4000"
 
@@ -29,6 +31,12 @@ class Config:
     :class:`~scgiwsgi.errors.ConfigError` naming the option.
     """
 
+    app: str | None = None
+    """The application spec (``pkg.mod:name``...); None serves the built-in page."""
+    chdir: str | None = None
+    """Directory to change to before loading the application."""
+    pythonpath: tuple[str, ...] = ()
+    """Directories put at the front of ``sys.path`` before loading the application."""
     bind: tuple[str, ...] = (DEFAULT_BIND,)
     """Listening addresses: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:/path``, ``fd://N``."""
     backend: BackendName = "threaded"
@@ -67,8 +75,12 @@ class Config:
     """Seconds allowed between two reads of the request body, and two sends."""
     access_log: str | None = None
     """Access log destination: a file path, ``-`` for stdout, None for none."""
+    access_log_format: AccessLogFormat = "combined"
+    """``combined`` (Apache's) or ``json`` (one object a line)."""
+    error_log: str | None = None
+    """Error log file; None (or ``-``) for stderr."""
     log_level: str = "info"
-    """Level of the error log (stderr)."""
+    """Level of the error log."""
 
     def __post_init__(self) -> None:
         self._check()
@@ -76,6 +88,13 @@ class Config:
     def _check(self) -> None:
         if isinstance(self.bind, str):
             object.__setattr__(self, "bind", (self.bind,))
+        if isinstance(self.pythonpath, str):
+            object.__setattr__(self, "pythonpath", (self.pythonpath,))
+        if self.access_log_format not in ACCESS_LOG_FORMATS:
+            raise ConfigError(
+                f"access_log_format: {self.access_log_format!r} is not one of "
+                f"{', '.join(ACCESS_LOG_FORMATS)}"
+            )
         if not self.bind:
             raise ConfigError("bind: at least one address is needed")
         if self.backend not in BACKENDS:

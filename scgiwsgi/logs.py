@@ -7,7 +7,10 @@ when it starts, and :class:`~scgiwsgi.WSGIServer` does when neither the
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.handlers
+import os
 import sys
 import threading
 import time
@@ -15,24 +18,36 @@ from typing import IO, Any
 
 from .errors import ConfigError
 
-__all__ = ["AccessLog", "configure_error_log", "format_combined"]
+__all__ = ["AccessLog", "configure_error_log", "format_combined", "format_json"]
 
 ERROR_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 _HANDLER_MARK = "_scgiwsgi_handler"
 
 
-def configure_error_log(level: str = "info", stream: IO[str] | None = None) -> None:
-    """Send the ``scgiwsgi`` loggers to ``stream`` (stderr) at ``level``.
+def configure_error_log(
+    level: str = "info", stream: IO[str] | None = None, *, path: str | None = None
+) -> None:
+    """Send the ``scgiwsgi`` loggers to ``path`` (a file) or ``stream`` (stderr).
 
-    Idempotent: calling it again replaces the handler it installed before and
-    leaves handlers installed by the application alone.
+    A file is reopened by itself when logrotate moves it.  Idempotent:
+    calling it again replaces the handler it installed before and leaves
+    handlers installed by the application alone.  Raises
+    :class:`~scgiwsgi.errors.ConfigError` when the file cannot be opened.
     """
     logger = logging.getLogger("scgiwsgi")
     logger.setLevel(level.upper())
-    for handler in list(logger.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
-            logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    for old in list(logger.handlers):
+        if getattr(old, _HANDLER_MARK, False):
+            logger.removeHandler(old)
+            old.close()
+    handler: logging.Handler
+    if path and path != "-":
+        try:
+            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"error_log: cannot open {path!r}: {exc.strerror or exc}") from None
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(logging.Formatter(ERROR_LOG_FORMAT))
     setattr(handler, _HANDLER_MARK, True)
     logger.addHandler(handler)
@@ -61,6 +76,25 @@ def format_combined(
     )
 
 
+def format_json(environ: dict[str, Any], status: int, size: int, seconds: float) -> str:
+    """One access log line as a JSON object (time in microseconds)."""
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "remote_addr": environ.get("REMOTE_ADDR", ""),
+        "remote_user": environ.get("REMOTE_USER"),
+        "method": environ.get("REQUEST_METHOD", ""),
+        "uri": environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""),
+        "protocol": environ.get("SERVER_PROTOCOL", ""),
+        "status": status,
+        "bytes": size,
+        "duration_us": int(seconds * 1_000_000),
+        "referer": environ.get("HTTP_REFERER"),
+        "user_agent": environ.get("HTTP_USER_AGENT"),
+        "pid": os.getpid(),
+    }
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
 def _escape(text: str) -> str:
     # Non-printable and non-ASCII bytes become escapes, so a line is one line.
     return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
@@ -74,15 +108,19 @@ class AccessLog:
     and stop.
     """
 
-    def __init__(self, destination: str) -> None:
+    def __init__(self, destination: str, log_format: str = "combined") -> None:
         self.destination = destination
+        self.log_format = log_format
         self._lock = threading.Lock()
         self._closed = False
         self._stream: IO[str] = sys.stdout if destination == "-" else _open_log(destination)
 
     def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None:
         """Append one line for a finished request."""
-        line = format_combined(environ, status, size) + "\n"
+        if self.log_format == "json":
+            line = format_json(environ, status, size, seconds) + "\n"
+        else:
+            line = format_combined(environ, status, size) + "\n"
         with self._lock:
             if self._closed:
                 return  # a request outlived the server's stop

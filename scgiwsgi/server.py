@@ -194,7 +194,7 @@ class WSGIServer:
     def _make_backend(self, app: WSGIApp) -> Backend:
         cls = backend_class(self.config.backend)
         if self.config.access_log:
-            self._access_log = AccessLog(self.config.access_log)
+            self._access_log = AccessLog(self.config.access_log, self.config.access_log_format)
         handler = ConnectionHandler(
             app,
             self.config,

@@ -174,7 +174,7 @@ class _Worker:
         threads = self.config.thread_count
         cls: type[Backend] = ThreadedBackend if threads > 1 else SingleBackend
         if self.config.access_log:
-            self.access_log = AccessLog(self.config.access_log)
+            self.access_log = AccessLog(self.config.access_log, self.config.access_log_format)
         handler = ConnectionHandler(
             app,
             self.config,
@@ -256,8 +256,17 @@ class _Worker:
     # -- signal handlers ------------------------------------------------------------
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        if self.backend is not None:
-            self.backend.shutdown()
+        if self.backend is None:
+            return
+        self.backend.shutdown()
+        if threading.main_thread().ident in self._in_flight:
+            # The single backend serves in the main thread, so its accept loop
+            # closes the listeners only after this request.  Our copy would
+            # keep a TCP socket listening once the arbiter and idle workers
+            # closed theirs: new connections would queue unserved until the
+            # drain ends, then be reset.  Close it now so they are refused.
+            for listener in self.context.listeners:
+                listener.close()
 
     def _on_quick_stop(self, signum: int, frame: FrameType | None) -> None:
         sys.stderr.flush()
