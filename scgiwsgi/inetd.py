@@ -83,7 +83,9 @@ def serve_connection(
     if not logging.getLogger("scgiwsgi").handlers and not logging.getLogger().handlers:
         configure_error_log(settings.log_level)
     conn = _take_connection(fd)
-    access_log = AccessLog(settings.access_log) if settings.access_log else None
+    access_log = (
+        AccessLog(settings.access_log, settings.access_log_format) if settings.access_log else None
+    )
     outcome = _Outcome(access_log)
     handler = ConnectionHandler(
         _run_once(app if app is not None else demo_application),
