@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["ServerInfo", "build_environ", "split_script_name", "url_scheme"]
+__all__ = ["ServerInfo", "build_environ", "is_apache_proxy", "split_script_name", "url_scheme"]
 
 WSGI_VERSION = (1, 0)
 
@@ -140,15 +140,29 @@ def _host_and_port(host_header: str, scheme: str) -> tuple[str, str]:
 
 
 def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
-    # Strategy: a front end that sends PATH_INFO (lighttpd, Apache with
-    # proxy-scgi-pathinfo) knows its mount; keep what it sent unless the
-    # operator set --script-name.  Otherwise (nginx, stock Apache) the truth
-    # is REQUEST_URI: strip the query, percent-decode, decode latin-1.
-    if "PATH_INFO" in environ and not prefix:
+    # Strategy: a front end that sends PATH_INFO (lighttpd) knows its mount;
+    # keep what it sent unless the operator set --script-name.  Otherwise
+    # (nginx, Apache) the truth is REQUEST_URI: strip the query,
+    # percent-decode, decode latin-1.
+    if "PATH_INFO" in environ and not prefix and not is_apache_proxy(environ):
         environ.setdefault("SCRIPT_NAME", "")
         return
     path = _request_path(environ)
     environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
+
+
+def is_apache_proxy(environ: Mapping[str, Any]) -> bool:
+    """Whether the request came through Apache's ``mod_proxy_scgi``.
+
+    mod_proxy names the backend URL as ``SCRIPT_FILENAME``
+    (``proxy:scgi://host:port/path``).  Its ``SCRIPT_NAME`` is the whole
+    decoded path, and the ``PATH_INFO`` that the ``proxy-scgi-pathinfo``
+    variable adds (set with ``SetEnvIf``) is still percent-encoded while
+    SCRIPT_NAME is cut by its length
+    (``/caf%C3%A9`` leaves SCRIPT_NAME ``/app/caf\xc3\xa9``): neither can be
+    trusted, REQUEST_URI can.
+    """
+    return str(environ.get("SCRIPT_FILENAME", "")).startswith("proxy:")
 
 
 def _request_path(environ: Mapping[str, Any]) -> str:

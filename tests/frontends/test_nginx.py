@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .nginx import Deployment, scgi_request, write_app
+from .common import Deployment, Site, scgi_request, write_app
+from .nginx import Nginx
 
 FLASK_APP = "examples.flask_app:app"
 HELLO = b"Hello from Flask!\n"
@@ -29,33 +30,19 @@ def app(environ, start_response):
 Start = Callable[..., Deployment]
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(params=["tcp", "unix"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """How nginx reaches scgiwsgi."""
-    return str(request.param)
-
-
 @pytest.fixture
 def deploy(tmp_path: Path, transport: str) -> Iterator[Start]:
-    """Start scgiwsgi + nginx for this test; both are stopped at teardown."""
+    """Start scgiwsgi + nginx (examples/nginx.conf) for this test; both stopped at teardown."""
     started: list[Deployment] = []
 
-    def start(app: str | None = FLASK_APP, *, prefix: str | None = None) -> Deployment:
+    def start(app: str | None = FLASK_APP, *, prefix: str = "") -> Deployment:
         deployment = Deployment.start(
-            tmp_path / f"d{len(started)}", app, transport=transport, prefix=prefix
+            tmp_path / f"d{len(started)}",
+            app,
+            Nginx,
+            transport=transport,
+            site=Site.example("nginx.conf", prefix),
+            script_name=prefix,
         )
         started.append(deployment)
         return deployment
@@ -97,7 +84,7 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tu
 
 def test_get_root(deploy: Start) -> None:
     d = deploy()
-    result = d.nginx.request("GET", "/")
+    result = d.front.request("GET", "/")
     assert result.status == 200, d.describe()
     assert result.body == HELLO
     assert result.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -107,7 +94,7 @@ def test_get_root(deploy: Start) -> None:
 
 def test_info_at_root(deploy: Start) -> None:
     d = deploy()
-    result = d.nginx.request("GET", "/info")
+    result = d.front.request("GET", "/info")
     assert result.status == 200, d.describe()
     info = json.loads(result.body)
     assert info["path"] == "/info"
@@ -116,7 +103,7 @@ def test_info_at_root(deploy: Start) -> None:
     assert info["scheme"] == "http"
     # Debian's stock scgi_params sends HTTP_HOST=$host, which drops the port;
     # upstream's passes the client's Host header.  Either way the path is right.
-    assert info["url"] in ("http://127.0.0.1/info", f"http://127.0.0.1:{d.nginx.port}/info")
+    assert info["url"] in ("http://127.0.0.1/info", f"http://127.0.0.1:{d.front.port}/info")
     d.assert_clean_logs()
 
 
@@ -125,7 +112,7 @@ def test_info_under_prefix(deploy: Start, request_path: str) -> None:
     # nginx matches "location /app/" on the decoded path while REQUEST_URI stays
     # raw, so "/%61pp/info" must be decoded by scgiwsgi before it splits.
     d = deploy(prefix="/app")
-    result = d.nginx.request("GET", request_path)
+    result = d.front.request("GET", request_path)
     assert result.status == 200, d.describe()
     info = json.loads(result.body)
     assert info["path"] == "/info"
@@ -137,28 +124,28 @@ def test_info_under_prefix(deploy: Start, request_path: str) -> None:
 
 def test_prefix_root_and_outside(deploy: Start) -> None:
     d = deploy(prefix="/app")
-    result = d.nginx.request("GET", "/app/")
+    result = d.front.request("GET", "/app/")
     assert result.status == 200, d.describe()
     assert result.body == HELLO
     # The bare prefix: nginx itself redirects to "/app/" (scgi_pass in a
     # location ending in "/"), so the app never has to handle SCRIPT_NAME only.
-    bare = d.nginx.request("GET", "/app")
+    bare = d.front.request("GET", "/app")
     assert bare.status == 301
     assert bare.headers["Location"].endswith("/app/")
     # Outside the location nginx serves static files from an empty root itself:
     # its own 404 page, not Flask's.
-    outside = d.nginx.request("GET", "/info")
+    outside = d.front.request("GET", "/info")
     assert outside.status == 404
     assert b"<center>nginx" in outside.body
-    d.nginx.stop()
-    expected = [line for line in d.nginx.complaints() if 'html/info" failed' in line]
+    d.front.stop()
+    expected = [line for line in d.front.complaints() if 'html/info" failed' in line]
     assert len(expected) == 1, d.describe()  # the static file lookup, logged as [error]
-    assert [line for line in d.nginx.complaints() if line not in expected] == []
+    assert [line for line in d.front.complaints() if line not in expected] == []
 
 
 def test_percent_encoded_path_reaches_app_as_latin1_bytes(deploy: Start) -> None:
     d = deploy(app=None)  # the built-in page listing the CGI variables
-    result = d.nginx.request("GET", "/caf%C3%A9?q=caf%C3%A9&x=a+b%2Fc")
+    result = d.front.request("GET", "/caf%C3%A9?q=caf%C3%A9&x=a+b%2Fc")
     assert result.status == 200, d.describe()
     env = cgi_variables(result.text)
     assert env["PATH_INFO"] == repr("/caf\xc3\xa9"), result.text
@@ -172,7 +159,7 @@ def test_percent_encoded_path_reaches_app_as_latin1_bytes(deploy: Start) -> None
 
 def test_percent_encoded_path_under_prefix(deploy: Start) -> None:
     d = deploy(app=None, prefix="/app")
-    result = d.nginx.request("GET", "/app/caf%C3%A9/x%20y?a=%20")
+    result = d.front.request("GET", "/app/caf%C3%A9/x%20y?a=%20")
     assert result.status == 200, d.describe()
     env = cgi_variables(result.text)
     assert env["SCRIPT_NAME"] == repr("/app")
@@ -184,7 +171,7 @@ def test_percent_encoded_path_under_prefix(deploy: Start) -> None:
 def test_post_form_echo(deploy: Start) -> None:
     d = deploy()
     body = b"name=caf%C3%A9&multi=1&multi=2&space=a+b&empty="
-    result = d.nginx.request(
+    result = d.front.request(
         "POST",
         "/echo",
         body=body,
@@ -205,7 +192,7 @@ def test_post_chunked_request_body(deploy: Start) -> None:
     d = deploy()
     payload = b"a=1&b=" + b"x" * 5000
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (payload[:7], payload[7:]))
-    raw = d.nginx.raw_request(
+    raw = d.front.raw_request(
         b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
@@ -233,7 +220,7 @@ def test_upload_10mb(deploy: Start) -> None:
     d = deploy()
     data = os.urandom(10 * 1024 * 1024)
     content_type, body = multipart({"note": "ten megabytes"}, {"file": ("random.bin", data)})
-    result = d.nginx.request("POST", "/upload", body=body, headers={"Content-Type": content_type})
+    result = d.front.request("POST", "/upload", body=body, headers={"Content-Type": content_type})
     assert result.status == 200, d.describe()
     assert result.text == hashlib.sha256(data).hexdigest() + "\n"
     d.assert_clean_logs()
@@ -241,8 +228,8 @@ def test_upload_10mb(deploy: Start) -> None:
 
 def test_head_has_no_body(deploy: Start) -> None:
     d = deploy()
-    get = d.nginx.request("GET", "/")
-    raw = d.nginx.raw_request(b"HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    get = d.front.request("GET", "/")
+    raw = d.front.raw_request(b"HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     head, sep, rest = raw.partition(b"\r\n\r\n")
     assert sep, raw
     assert head.startswith(b"HTTP/1.1 200 OK\r\n"), raw
@@ -255,11 +242,11 @@ def test_status_other_than_200_passes_through(deploy: Start) -> None:
     # nginx answers 200 for an SCGI response without a Status line: a 404
     # arriving as 404 shows the status line was sent and parsed.
     d = deploy()
-    result = d.nginx.request("GET", "/no-such-page")
+    result = d.front.request("GET", "/no-such-page")
     assert result.status == 404, d.describe()
     assert b"Not Found" in result.body
     assert b"<center>nginx" not in result.body  # Flask's page, not nginx's
-    method = d.nginx.request("GET", "/echo")
+    method = d.front.request("GET", "/echo")
     assert method.status == 405
     assert "POST" in method.headers["Allow"]
     d.assert_clean_logs()
@@ -299,7 +286,7 @@ def test_response_starts_with_status_line(deploy: Start, method: str) -> None:
 
 def test_app_exception_gives_500_and_traceback(deploy: Start, tmp_path: Path) -> None:
     d = deploy(app=write_app(tmp_path / "apps" / "boom.py", BOOM_APP))
-    result = d.nginx.request("GET", "/anything?x=1")
+    result = d.front.request("GET", "/anything?x=1")
     assert result.status == 500, d.describe()
     # scgiwsgi's own plain-text page came through; nginx did not make one up (a
     # 502 page would mean scgiwsgi dropped the connection).
@@ -322,12 +309,12 @@ def app(environ, start_response):
 
 def _late_failure(deploy: Start, tmp_path: Path) -> tuple[Deployment, bytes, bytes]:
     d = deploy(app=write_app(tmp_path / "apps" / "late.py", LATE_BOOM_APP))
-    raw = d.nginx.raw_request(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    raw = d.front.raw_request(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     head, sep, body = raw.partition(b"\r\n\r\n")
     assert sep, raw
     assert head.startswith(b"HTTP/1.1 200 OK\r\n"), raw
     assert b"transfer-encoding: chunked" in head.lower(), raw
-    d.nginx.stop()
+    d.front.stop()
     log = d.scgi.log_text()
     assert "application failed after the response head was sent; connection aborted" in log
     assert "RuntimeError: late-boom-91c2" in log
@@ -342,7 +329,7 @@ def test_app_exception_after_head_is_not_a_complete_200(deploy: Start, tmp_path:
     # so nginx never sends the last chunk and the client can tell.
     d, _head, body = _late_failure(deploy, tmp_path)
     assert not body.endswith(b"0\r\n\r\n"), body
-    complaints = d.nginx.complaints()
+    complaints = d.front.complaints()
     assert len(complaints) == 1, d.describe()
     assert re.search(r"reset by peer|prematurely closed", complaints[0]), complaints
     assert "upstream:" in complaints[0]
@@ -360,4 +347,4 @@ def test_app_exception_after_head_over_unix_socket_looks_complete(
     # the truncation became visible: update the deployment docs and this test.
     d, _head, body = _late_failure(deploy, tmp_path)
     assert body == b"b\r\nfirst part\n\r\n0\r\n\r\n"
-    assert d.nginx.complaints() == []
+    assert d.front.complaints() == []

@@ -1,0 +1,1 @@
+"""WSGI applications served by the front-end tests."""
