@@ -315,8 +315,8 @@ class Arbiter:
                 self._begin_stop(graceful=False, reason="workers cannot start")
 
     def _boot_failed(self, worker: _Worker) -> None:
-        if self._state is not _State.RUNNING:
-            return
+        if self._state is not _State.RUNNING or worker.retiring:
+            return  # retiring: a sibling of a reload that was already given up
         older = [w for w in self.workers.values() if w.generation < worker.generation and w.ready]
         if older:
             log.error(
@@ -327,6 +327,11 @@ class Arbiter:
             self.generation -= 1
             for other in list(self.workers.values()):
                 if other.generation == worker.generation:
+                    # Marked so that their exit (0, or 4 when they fail too) is
+                    # expected: a second "reload failed" would step the
+                    # generation back past the old workers and respawn the
+                    # broken code, which then stops the server.
+                    other.retiring = True
                     self._kill(other.pid, signal.SIGINT)
             return
         log.error("worker %d cannot import the application: stopping the server", worker.pid)
