@@ -141,6 +141,12 @@ def _default(name: str) -> str:
     help="Mount prefix: SCRIPT_NAME for requests under it, e.g. /app.",
 )
 @click.option(
+    "--absolute-redirects",
+    is_flag=True,
+    default=None,
+    help="Make a relative Location header absolute (scheme://host/path) from the request.",
+)
+@click.option(
     "--max-header-size",
     type=SizeParam(),
     help=f"Largest SCGI header block (431 above). [default: {_default('max_header_size')}]",
@@ -154,6 +160,17 @@ def _default(name: str) -> str:
     "--socket-mode",
     type=ModeParam(),
     help=f"Mode of unix sockets. [default: {_default('socket_mode')}]",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="CIDR",
+    help="Only TCP peers in this network may connect (IPv4 or IPv6); repeatable.",
+)
+@click.option("--socket-group", metavar="GROUP", help="Group of the unix socket files.")
+@click.option("--user", metavar="USER", help="Switch to USER after binding (needs root).")
+@click.option(
+    "--group", metavar="GROUP", help="Switch to GROUP after binding. [default: USER's group]"
 )
 @click.option(
     "--backlog",
@@ -223,11 +240,29 @@ def _default(name: str) -> str:
     help="Put DIR at the front of sys.path; repeatable.",
 )
 @click.option(
+    "--cgi",
+    metavar="DIR|SCRIPT",
+    help="Run CGI programs: the script the request path names inside DIR, or SCRIPT "
+    "for every request.",
+)
+@click.option(
+    "--cgi-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help=f"Time limit of one CGI run (then 504). [default: {_default('cgi_timeout')}]",
+)
+@click.option(
     "--inetd",
     is_flag=True,
     default=None,
     help="Answer the one request of the connection on stdin/stdout, then exit "
     "(inetd, xinetd, systemd Accept=yes).",
+)
+@click.option(
+    "--http",
+    metavar="HOST:PORT",
+    help="Also serve HTTP on HOST:PORT, each request forwarded to the first SCGI "
+    "listener, to browse the app with no web server. For development only.",
 )
 @click.version_option(__version__, "-V", "--version", prog_name="scgi-wsgi")
 def command(
@@ -241,6 +276,8 @@ def command(
     """
     inetd = bool(options.pop("inetd", False))
     settings = {name: value for name, value in options.items() if value not in (None, ())}
+    if str(settings.get("app", "")).isdigit():  # python-scgi style: a bare port
+        settings["bind"] = (*settings.get("bind", ()), f"127.0.0.1:{settings.pop('app')}")
     if inetd and "bind" in settings:
         raise click.UsageError("--inetd serves the connection on stdin; it takes no --bind")
     if settings.get("backend") == "single" and "threads" in settings:
@@ -265,11 +302,19 @@ def command(
 
 
 def _loader(config: Config) -> Callable[[], WSGIApp] | None:
+    if config.cgi is not None:
+        return functools.partial(_cgi_app, config.cgi, config.cgi_timeout)
     if config.app is None:
         return None
     from .loading import load_app
 
     return functools.partial(load_app, config.app, chdir=config.chdir, pythonpath=config.pythonpath)
+
+
+def _cgi_app(target: str, timeout: float) -> WSGIApp:
+    from .cgi import CGIApp
+
+    return CGIApp(target, timeout=timeout)
 
 
 def _check(config: Config) -> NoReturn:

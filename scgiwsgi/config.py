@@ -11,6 +11,7 @@ import os
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .peers import parse_networks
 
 __all__ = ["ACCESS_LOG_FORMATS", "BACKENDS", "DEFAULT_BIND", "LOG_LEVELS", "Config"]
 
@@ -37,6 +38,10 @@ class Config:
     """Directory to change to before loading the application."""
     pythonpath: tuple[str, ...] = ()
     """Directories put at the front of ``sys.path`` before loading the application."""
+    cgi: str | None = None
+    """Serve CGI programs instead of ``app``: a directory of scripts, or one script."""
+    cgi_timeout: float = 60.0
+    """Seconds one CGI run may take before it is killed (504)."""
     bind: tuple[str, ...] = (DEFAULT_BIND,)
     """Listening addresses: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:/path``, ``fd://N``."""
     backend: BackendName = "threaded"
@@ -59,11 +64,22 @@ class Config:
     """A file the server writes its pid to at start and removes at exit."""
     script_name: str = ""
     """Mount prefix: ``SCRIPT_NAME`` for requests under it (``--script-name``)."""
+    absolute_redirects: bool = False
+    """Make a relative ``Location`` absolute from the request (scheme, host,
+    path), so no front end treats it as an internal redirect."""
     max_header_size: int = 64 * 1024
     """Largest accepted header netstring in bytes (431 above it)."""
     max_body_size: int | None = None
     """Largest accepted CONTENT_LENGTH in bytes, or None for no limit (413)."""
+    allow: tuple[str, ...] = ()
+    """Networks (CIDR, IPv4 and IPv6) whose TCP peers may connect; empty: any."""
     socket_mode: int = 0o660
+    socket_group: str | None = None
+    """Group owning the unix socket files the server creates."""
+    user: str | None = None
+    """User to switch to once the sockets are bound (needs root)."""
+    group: str | None = None
+    """Group to switch to once the sockets are bound; default: the user's."""
     """Permission bits of unix sockets the server creates."""
     backlog: int = 1024
     """Listen queue length of every socket the server binds."""
@@ -81,6 +97,9 @@ class Config:
     """Error log file; None (or ``-``) for stderr."""
     log_level: str = "info"
     """Level of the error log."""
+    http: str | None = None
+    """``HOST:PORT`` of a development HTTP front that forwards each request to the
+    first listener (``--http``); see :mod:`scgiwsgi.devhttp`.  Never for production."""
 
     def __post_init__(self) -> None:
         self._check()
@@ -88,8 +107,13 @@ class Config:
     def _check(self) -> None:
         if isinstance(self.bind, str):
             object.__setattr__(self, "bind", (self.bind,))
-        if isinstance(self.pythonpath, str):
-            object.__setattr__(self, "pythonpath", (self.pythonpath,))
+        for name in ("pythonpath", "allow"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, (getattr(self, name),))
+        try:
+            parse_networks(self.allow)
+        except ValueError as exc:
+            raise ConfigError(f"allow: {exc}") from None
         if self.access_log_format not in ACCESS_LOG_FORMATS:
             raise ConfigError(
                 f"access_log_format: {self.access_log_format!r} is not one of "
@@ -118,6 +142,8 @@ class Config:
         )
         _require(0 <= self.socket_mode <= 0o777, "socket_mode must be between 0 and 0o777")
         _require(self.backlog >= 1, "backlog must be at least 1")
+        _require(not (self.app and self.cgi), "cgi replaces app: give one of them, not both")
+        _require(self.cgi_timeout > 0, "cgi_timeout must be positive")
         for name in ("graceful_timeout", "header_timeout", "body_timeout"):
             _require(getattr(self, name) > 0, f"{name} must be positive")
         prefix = self.script_name
@@ -125,6 +151,10 @@ class Config:
             raise ConfigError(
                 f"script_name: {prefix!r} must start with '/' and not end with '/' (e.g. /app)"
             )
+        if self.http is not None:
+            from .devhttp import parse_http_address  # lazy: it imports http.server
+
+            parse_http_address(self.http)
 
     @property
     def thread_count(self) -> int:

@@ -7,6 +7,7 @@ the server only fills what PEP 3333 requires and the front end left out.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import IO, Any
@@ -19,6 +20,7 @@ WSGI_VERSION = (1, 0)
 # A client header named Content-Type or Content-Length reaches the app as
 # CONTENT_TYPE / CONTENT_LENGTH; the HTTP_ twins are forbidden by PEP 3333.
 _FORBIDDEN_KEYS = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")
+_ENCODED_SLASH_RE = re.compile("%2f", re.IGNORECASE)
 
 
 class ServerInfo:
@@ -144,10 +146,11 @@ def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
     # keep what it sent unless the operator set --script-name.  Otherwise
     # (nginx, Apache) the truth is REQUEST_URI: strip the query,
     # percent-decode, decode latin-1.
-    if "PATH_INFO" in environ and not prefix and not is_apache_proxy(environ):
+    apache = is_apache_proxy(environ)
+    if "PATH_INFO" in environ and not prefix and not apache:
         environ.setdefault("SCRIPT_NAME", "")
         return
-    path = _request_path(environ)
+    path = (_apache_current_path(environ) if apache else None) or _request_path(environ)
     environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
 
 
@@ -156,13 +159,31 @@ def is_apache_proxy(environ: Mapping[str, Any]) -> bool:
 
     mod_proxy names the backend URL as ``SCRIPT_FILENAME``
     (``proxy:scgi://host:port/path``).  Its ``SCRIPT_NAME`` is the whole
-    decoded path, and the ``PATH_INFO`` that the ``proxy-scgi-pathinfo``
-    variable adds (set with ``SetEnvIf``) is still percent-encoded while
-    SCRIPT_NAME is cut by its length
-    (``/caf%C3%A9`` leaves SCRIPT_NAME ``/app/caf\xc3\xa9``): neither can be
-    trusted, REQUEST_URI can.
+    decoded path being served, so it says nothing about the mount; the
+    ``PATH_INFO`` that the ``proxy-scgi-pathinfo`` variable adds (set with
+    ``SetEnvIf``) is still percent-encoded while SCRIPT_NAME is cut by its
+    length (``/caf%C3%A9`` leaves SCRIPT_NAME ``/app/caf\xc3\xa9``).
     """
     return str(environ.get("SCRIPT_FILENAME", "")).startswith("proxy:")
+
+
+def _apache_current_path(environ: Mapping[str, Any]) -> str | None:
+    # Strategy: Apache's SCRIPT_NAME is the URI it is serving now, decoded.
+    # After an internal redirect (a 200 with a local Location, ErrorDocument)
+    # or a mod_rewrite [PT] rewrite it differs from REQUEST_URI, which stays
+    # the client's original: then SCRIPT_NAME is the path to serve.  When the
+    # two agree, REQUEST_URI wins (AllowEncodedSlashes NoDecode leaves "%2F"
+    # encoded in SCRIPT_NAME only).  A PATH_INFO (proxy-scgi-pathinfo) makes
+    # SCRIPT_NAME a fragment: REQUEST_URI then.
+    current = environ.get("SCRIPT_NAME")
+    if "PATH_INFO" in environ or not isinstance(current, str) or not current.startswith("/"):
+        return None
+    if "REQUEST_URI" not in environ:
+        return current
+    original = _request_path(environ)
+    if original in (current, _ENCODED_SLASH_RE.sub("/", current)):
+        return original
+    return current
 
 
 def _request_path(environ: Mapping[str, Any]) -> str:

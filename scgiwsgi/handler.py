@@ -22,6 +22,7 @@ from .config import Config
 from .environ import ServerInfo, build_environ
 from .errors import IncompleteRequest, ProtocolError
 from .gateway import Outcome, WSGIApp, run_application
+from .peers import AllowList
 from .protocol import (
     NEED_DATA,
     BodyData,
@@ -31,10 +32,11 @@ from .protocol import (
     RequestParser,
     encode_error_response,
 )
+from .redirects import AbsoluteRedirects
 from .response import ClientDisconnected, FileWrapper, Response
 from .wsgi_input import BodyInput
 
-__all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo"]
+__all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "Pending"]
 
 log = logging.getLogger("scgiwsgi.error")
 
@@ -57,6 +59,30 @@ class AccessLogger(Protocol):
     def log(self, environ: dict[str, Any], status: int, size: int, seconds: float) -> None: ...
 
 
+class Pending:
+    """A connection whose request header is still arriving."""
+
+    __slots__ = ("deadline", "draining", "head", "listener", "parser", "peer", "sock", "started")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        listener: ListenerInfo,
+        peer: str,
+        parser: RequestParser,
+        started: float,
+        deadline: float,
+    ) -> None:
+        self.sock = sock
+        self.listener = listener
+        self.peer = peer
+        self.parser = parser
+        self.started = started
+        self.deadline = deadline
+        self.head: RequestHead | None = None
+        self.draining = False
+
+
 class ConnectionHandler:
     """Serves one request per accepted connection; safe to share across threads.
 
@@ -75,34 +101,138 @@ class ConnectionHandler:
         access_log: AccessLogger | None = None,
         on_request: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.app = app
+        self.app: WSGIApp = AbsoluteRedirects(app) if config.absolute_redirects else app
         self.on_request = on_request
         self.config = config
         self.multithread = multithread
         self.multiprocess = multiprocess
         self.access_log = access_log
+        self.allow = AllowList(config.allow) if config.allow else None
         self._servers: dict[str, ServerInfo] = {}
 
     def handle(self, sock: socket.socket, listener: ListenerInfo) -> None:
-        """Serve the request on ``sock`` and close it; never raises ``Exception``."""
+        """Serve the request on ``sock`` and close it; never raises ``Exception``.
+
+        Blocking from the first byte: for a connection nobody else watches
+        (``--inetd``).  Backends use :meth:`open`, :meth:`advance` and
+        :meth:`serve` so that a slow header never holds a thread.
+        """
         peer = _peer_name(sock, listener)
         try:
-            self._serve(sock, listener, peer)
+            started = time.monotonic()
+            parser = self._new_parser()
+            head = self._read_head(sock, parser, peer)
+            if head is not None:
+                self._serve(sock, listener, peer, parser, head, started)
         except Exception:
             log.exception("%s: unexpected error while serving the connection", peer)
             _abort(sock)
         finally:
             sock.close()
 
-    def _serve(self, sock: socket.socket, listener: ListenerInfo, peer: str) -> None:
-        started = time.monotonic()
-        parser = RequestParser(
+    # -- the non-blocking intake of the header ------------------------------------------
+
+    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None:
+        """Take a freshly accepted connection; None if it was refused and closed.
+
+        The socket is made non-blocking; call :meth:`advance` when it is
+        readable and :meth:`expire` once ``pending.deadline`` has passed.
+        """
+        peer = _peer_name(sock, listener)
+        if self.allow is not None and not self.allow.permits(sock, peer):
+            sock.close()
+            return None
+        sock.setblocking(False)
+        now = time.monotonic()
+        return Pending(
+            sock, listener, peer, self._new_parser(), now, now + self.config.header_timeout
+        )
+
+    def advance(self, pending: Pending) -> bool | None:
+        """Read what the socket has; True when the head is complete.
+
+        False means "wait for more" (the deadline may have moved); None means
+        the connection was closed here (peer gone, or a rejected request
+        whose error answer was sent and whose input was drained).
+        """
+        try:
+            return self._advance(pending)
+        except Exception:
+            log.exception("%s: unexpected error while reading the request header", pending.peer)
+            pending.sock.close()
+            return None
+
+    def _advance(self, pending: Pending) -> bool | None:
+        while True:
+            try:
+                data = pending.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as exc:
+                log.info("%s: connection failed before the request header: %s", pending.peer, exc)
+                pending.sock.close()
+                return None
+            if pending.draining:
+                if not data:
+                    pending.sock.close()
+                    return None
+                continue
+            pending.parser.receive_data(data)
+            try:
+                event = pending.parser.next_event()
+            except ProtocolError as exc:
+                _reject_nonblocking(pending, exc)
+                continue
+            if isinstance(event, RequestHead):
+                pending.head = event
+                return True
+            if isinstance(event, ConnectionClosed) or not data:
+                pending.sock.close()
+                return None
+
+    def expire(self, pending: Pending) -> None:
+        """Close a connection whose header (or drain) time ran out."""
+        if not pending.draining:
+            log.warning(
+                "%s: no complete request header within %ss; connection closed",
+                pending.peer,
+                self.config.header_timeout,
+            )
+        pending.sock.close()
+
+    def serve(self, pending: Pending) -> None:
+        """Serve a connection whose head is complete, and close it (blocking)."""
+        sock = pending.sock
+        try:
+            if pending.head is None:
+                raise RuntimeError("serve() needs a complete request head")
+            sock.setblocking(True)
+            self._serve(
+                sock, pending.listener, pending.peer, pending.parser, pending.head, pending.started
+            )
+        except Exception:
+            log.exception("%s: unexpected error while serving the connection", pending.peer)
+            _abort(sock)
+        finally:
+            sock.close()
+
+    # -- serving ----------------------------------------------------------------------
+
+    def _new_parser(self) -> RequestParser:
+        return RequestParser(
             max_header_size=self.config.max_header_size,
             max_body_size=self.config.max_body_size,
         )
-        head = self._read_head(sock, parser, peer)
-        if head is None:
-            return
+
+    def _serve(
+        self,
+        sock: socket.socket,
+        listener: ListenerInfo,
+        peer: str,
+        parser: RequestParser,
+        head: RequestHead,
+        started: float,
+    ) -> None:
         sock.settimeout(self.config.body_timeout)
         reader = _BodyReader(sock, parser)
         # Keep our own reference: the app or a middleware may replace
@@ -247,6 +377,19 @@ def _reject(sock: socket.socket, peer: str, exc: ProtocolError) -> None:
         sock.sendall(encode_error_response(exc.status_hint, exc.reason))
         sock.shutdown(socket.SHUT_WR)
         _drain(sock, _ERROR_DRAIN_BYTES, _ERROR_DRAIN_SECONDS)
+    except OSError:
+        pass
+
+
+def _reject_nonblocking(pending: Pending, exc: ProtocolError) -> None:
+    """Answer a bad request without blocking, then drain its input briefly."""
+    log.warning("%s: rejected request (%d): %s", pending.peer, exc.status_hint, exc.reason)
+    pending.draining = True
+    pending.deadline = time.monotonic() + _ERROR_DRAIN_SECONDS
+    try:
+        # A short answer always fits in an empty socket buffer.
+        pending.sock.send(encode_error_response(exc.status_hint, exc.reason))
+        pending.sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 

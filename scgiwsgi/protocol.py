@@ -117,6 +117,11 @@ class RequestParser:
         self._end_sent = False
 
     @property
+    def received_any(self) -> bool:
+        """Whether any byte has arrived from the peer yet."""
+        return self._received_any
+
+    @property
     def body_remaining(self) -> int:
         """Body bytes still expected from the peer (0 before the head)."""
         return self._body_remaining

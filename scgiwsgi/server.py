@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .arbiter import Arbiter
@@ -25,8 +25,13 @@ from .errors import ConfigError
 from .gateway import WSGIApp
 from .handler import ConnectionHandler
 from .logs import AccessLog, configure_error_log
+from .privileges import apply_socket_group, secure
 from .reexec import Inherited, take_inherited
 from .sockets import Listener, bind_all
+from .systemd import Notifier, activated_listeners
+
+if TYPE_CHECKING:
+    from .devhttp import DevFront
 
 __all__ = ["WSGIServer"]
 
@@ -82,6 +87,7 @@ class WSGIServer:
         self._inherited: Inherited | None = None
         self._stop_requested = threading.Event()
         self._access_log: AccessLog | None = None
+        self._notifier = Notifier()
 
     @property
     def addresses(self) -> list[str]:
@@ -89,15 +95,24 @@ class WSGIServer:
         return [listener.display for listener in self.listeners]
 
     def bind(self) -> list[Listener]:
-        """Bind every address now (idempotent); raises BindError."""
+        """Bind every address now (idempotent); raises BindError.
+
+        Sockets passed by systemd socket activation (``LISTEN_FDS``) are used
+        instead of the ``bind`` addresses; see :mod:`scgiwsgi.systemd`.
+        """
         if not self.listeners and self._inherited is None:
             self._inherited = take_inherited()
             if self._inherited is not None:
                 self.listeners = list(self._inherited.listeners)
         if not self.listeners:
-            self.listeners = bind_all(
+            self.listeners = activated_listeners() or bind_all(
                 self.config.bind, socket_mode=self.config.socket_mode, backlog=self.config.backlog
             )
+            try:
+                apply_socket_group(self.config, self.listeners)
+            except ConfigError:
+                self.server_close()
+                raise
         return self.listeners
 
     def serve_forever(self) -> int:
@@ -114,13 +129,20 @@ class WSGIServer:
         _ensure_logging(self.config.log_level)
         self.bind()
         pid_file = _PidFile(self.config.pid_file)
+        dev_front: DevFront | None = None
         try:
             pid_file.write()
+            self._open_access_log()
+            secure(self.config, self.listeners)
+            dev_front = self._start_dev_front()
             if self.config.backend == "fork":
                 return self._run_arbiter()
             self._run_in_process()
             return 0
         finally:
+            if dev_front is not None:
+                dev_front.close()
+            self._notifier.stopping()
             pid_file.remove()
             self.server_close()
             self._stop_requested.clear()
@@ -131,6 +153,7 @@ class WSGIServer:
         try:
             backend = self._make_backend(app)
             log.info("%s", self._startup_line(backend.describe()))
+            self._notifier.ready(f"serving {self.app_name} on {', '.join(self.addresses)}")
             if self._stop_requested.is_set():
                 backend.shutdown()
             backend.serve_forever()
@@ -161,11 +184,19 @@ class WSGIServer:
                 f"{threads} thread{'s' if threads > 1 else ''} each)"
             ),
         )
+        self._notifier.ready(f"serving {self.app_name} on {', '.join(self.addresses)}")
         if self._stop_requested.is_set():
             self._arbiter.stop()
         status = self._arbiter.run()
         log.info("stopped")
         return status
+
+    def _start_dev_front(self) -> DevFront | None:
+        if self.config.http is None:
+            return None
+        from .devhttp import start_dev_front  # imports http.server: only when asked
+
+        return start_dev_front(self.config, self.listeners, rebinding=self._inherited is not None)
 
     def _loaded_app(self) -> WSGIApp:
         if self.app is None:
@@ -176,6 +207,7 @@ class WSGIServer:
 
     def shutdown(self) -> None:
         """Stop accepting and let :meth:`serve_forever` return; thread-safe."""
+        self._notifier.stopping()
         self._stop_requested.set()
         if self._backend is not None:
             self._backend.shutdown()
@@ -191,10 +223,18 @@ class WSGIServer:
             self._access_log.close()
             self._access_log = None
 
+    def _open_access_log(self) -> None:
+        # Opened before privileges are dropped and before anything is served,
+        # so a bad path is one clear error.  Fork workers open their own.
+        if not self.config.access_log:
+            return
+        self._access_log = AccessLog(self.config.access_log, self.config.access_log_format)
+        if self.config.backend == "fork":
+            self._access_log.close()
+            self._access_log = None
+
     def _make_backend(self, app: WSGIApp) -> Backend:
         cls = backend_class(self.config.backend)
-        if self.config.access_log:
-            self._access_log = AccessLog(self.config.access_log, self.config.access_log_format)
         handler = ConnectionHandler(
             app,
             self.config,

@@ -1,30 +1,50 @@
 """The accept loop every in-process backend shares.
 
-Strategy: the main thread waits in a selector on every listening socket plus
-a wake-up socket pair.  A backend only selects when it has capacity, so
-connections it cannot serve yet stay in the kernel's listen queue (where a
-sibling process may take them).  :meth:`Backend.shutdown` is safe to call
-from a signal handler or another thread: it sets a flag and writes one byte
-to the wake-up socket.
+Strategy: one loop thread (the main thread) owns a selector over the
+listening sockets, a wake-up socket pair, and every connection whose request
+header is still arriving.  A connection is accepted only while a worker is
+free; its header is read without blocking (usually in the first ``recv``),
+and only a connection with a complete header is handed to a worker.  So a
+peer that sends one byte a second costs a selector entry, never a thread, and
+connections this process cannot serve stay in the kernel's listen queue,
+where a sibling process may take them.  :meth:`Backend.shutdown` is safe from
+a signal handler or another thread: it sets a flag and writes one byte to
+the wake-up socket.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
 from ..config import Config
-from ..handler import ListenerInfo
+from ..handler import ListenerInfo, Pending
 
-__all__ = ["Backend", "Handler", "Listening"]
+__all__ = ["MAX_PENDING", "Backend", "Handler", "Listening"]
 
 log = logging.getLogger("scgiwsgi.error")
+
+MAX_PENDING = 1000
+"""Connections per process whose header may be arriving at once."""
+FRESH_SECONDS = 0.05
+"""How long a silent new connection reserves a worker in a prefork worker.
+
+Strategy: a front end sends its whole header right after connecting, so a
+connection accepted before its first byte arrived is about to be served.
+In a process that shares its listening sockets with siblings, such a
+connection keeps a worker reserved for a moment, so the process does not
+accept what a sibling could serve sooner.  A connection that sent part of a
+header and stalls, or stays silent past this time, is a slow peer: it
+reserves nothing, and the process keeps accepting (up to MAX_PENDING).
+"""
 
 
 class Listening(ListenerInfo, Protocol):
@@ -36,9 +56,15 @@ class Listening(ListenerInfo, Protocol):
 
 
 class Handler(Protocol):
-    """Serves one accepted connection and closes it."""
+    """The connection handler interface the loop drives (see ConnectionHandler)."""
 
-    def handle(self, sock: socket.socket, listener: ListenerInfo) -> None: ...
+    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None: ...
+
+    def advance(self, pending: Pending) -> bool | None: ...
+
+    def expire(self, pending: Pending) -> None: ...
+
+    def serve(self, pending: Pending) -> None: ...
 
 
 class _Watch:
@@ -49,13 +75,15 @@ class _Watch:
 
 
 class Backend(abc.ABC):
-    """Accepts connections on ``listeners`` and hands them to ``handler``."""
+    """Accepts connections on ``listeners`` and hands complete requests to workers."""
 
     name: ClassVar[str]
     multithread: ClassVar[bool] = False
     multiprocess: ClassVar[bool] = False
     may_exit_process: bool = False
     """Whether the backend may end the process when requests outlive the grace time."""
+    shares_listeners: bool = False
+    """Set in prefork workers: sibling processes accept on the same sockets."""
 
     def __init__(self, listeners: Sequence[Listening], handler: Handler, config: Config) -> None:
         self.listeners = list(listeners)
@@ -66,6 +94,11 @@ class Backend(abc.ABC):
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self._watches: list[tuple[int, Callable[[], None]]] = []
+        self._pending: dict[int, Pending] = {}
+        self._ready: collections.deque[Pending] = collections.deque()
+        self._listening = False
+        self._capacity_wanted = False
+        self._stop_deadline = 0.0
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback`` from the accept loop when ``fd`` becomes readable.
@@ -93,75 +126,175 @@ class Backend(abc.ABC):
         """Serve until :meth:`shutdown`, then finish in-flight requests."""
         self.start()
         try:
-            self._accept_loop()
+            self._loop()
         finally:
             self._close_listeners()
-            self.finish(self.config.graceful_timeout)
+            left = self._stop_deadline - time.monotonic() if self._stop_deadline else None
+            self.finish(self.config.graceful_timeout if left is None else max(left, 0.0))
             self._wake_reader.close()
             self._wake_writer.close()
 
     def shutdown(self) -> None:
         """Ask the loop to stop accepting; signal- and thread-safe."""
         self._stopping.set()
-        # OSError: already woken (buffer full), or closed after the loop ended.
-        with contextlib.suppress(OSError):
-            self._wake_writer.send(b"x")
+        self._wake()
 
     def start(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Prepare workers before the first accept (override when needed)."""
 
     @abc.abstractmethod
-    def wait_for_capacity(self) -> bool:
-        """Block until one more connection can be served; False to stop."""
+    def free_workers(self) -> int:
+        """How many more complete requests could be handed over right now."""
 
-    def release_capacity(self) -> None:  # noqa: B027 - optional hook, empty by default
-        """Give back the capacity taken by :meth:`wait_for_capacity` unused."""
+    def has_capacity(self) -> bool:
+        """Whether a request that is ready could be dispatched now."""
+        return self.free_workers() > 0
 
     @abc.abstractmethod
-    def dispatch(self, sock: socket.socket, listener: Listening) -> None:
-        """Serve (or queue) one accepted connection."""
+    def dispatch(self, pending: Pending) -> None:
+        """Serve (or hand to a worker) one connection whose header is complete."""
 
     @abc.abstractmethod
     def finish(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for in-flight requests to end."""
 
-    def _accept_loop(self) -> None:
+    def capacity_freed(self) -> None:
+        """Workers call this after a request: wakes the loop if it waits for one."""
+        if self._capacity_wanted:
+            self._wake()
+
+    def _wake(self) -> None:
+        # OSError: already woken (buffer full), or closed after the loop ended.
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"x")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
         with selectors.DefaultSelector() as selector:
-            for listener in self.listeners:
-                selector.register(listener.sock, selectors.EVENT_READ, listener)
             selector.register(self._wake_reader, selectors.EVENT_READ, None)
             for fd, callback in self._watches:
                 selector.register(fd, selectors.EVENT_READ, _Watch(callback))
-            while not self.stopping:
-                if not self.wait_for_capacity():
-                    break
-                if not self._accept_one(selector):
-                    self.release_capacity()
+            stop_deadline: float | None = None
+            while True:
+                if self.stopping and stop_deadline is None:
+                    stop_deadline = time.monotonic() + self.config.graceful_timeout
+                    self._stop_deadline = stop_deadline
+                    self._set_listening(selector, False)
+                    self._close_listeners()
+                if stop_deadline is not None and not (self._pending or self._ready):
+                    return
+                self._turn(selector, stop_deadline)
+                if stop_deadline is not None and time.monotonic() >= stop_deadline:
+                    self._drop_all(selector)
+                    return
 
-    def _accept_one(self, selector: selectors.BaseSelector) -> bool:
-        """Accept and dispatch one connection; False if none was taken."""
-        for key, _ in selector.select():
-            listener = key.data
-            if isinstance(listener, _Watch):
-                selector.unregister(key.fileobj)
-                listener.callback()
-                return False
-            if listener is None or self.stopping:
-                return False
-            try:
-                conn, _ = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another process or thread took it
-            except OSError as exc:
-                log.error("accept() on %s failed: %s", listener.display, exc)
-                continue
-            conn.setblocking(True)
-            self.dispatch(conn, listener)
-            return True
-        return False
+    def _turn(self, selector: selectors.BaseSelector, stop_deadline: float | None) -> None:
+        fresh = self._fresh(time.monotonic())
+        can_serve = self.free_workers() - len(self._ready) - len(fresh) > 0
+        self._set_listening(
+            selector,
+            stop_deadline is None and can_serve and len(self._pending) < MAX_PENDING,
+        )
+        timeout = self._timeout(stop_deadline, min(fresh, default=None))
+        self._capacity_wanted = bool(self._ready) or not can_serve
+        if self._capacity_wanted and self.has_capacity():
+            timeout = 0.0  # freed between the check and the flag
+        for key, _ in selector.select(timeout):
+            self._on_event(selector, key)
+        self._capacity_wanted = False
+        self._expire(selector, time.monotonic())
+        while self._ready and self.has_capacity():
+            self.dispatch(self._ready.popleft())
+
+    def _fresh(self, now: float) -> list[float]:
+        if not self.shares_listeners:
+            return []
+        return [
+            p.started + FRESH_SECONDS
+            for p in self._pending.values()
+            if p.started + FRESH_SECONDS > now and not p.parser.received_any
+        ]
+
+    def _timeout(self, stop_deadline: float | None, stale_at: float | None) -> float | None:
+        deadlines = [pending.deadline for pending in self._pending.values()]
+        for extra in (stop_deadline, stale_at):
+            if extra is not None:
+                deadlines.append(extra)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _on_event(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        data = key.data
+        if data is None:
+            _drain_wake(self._wake_reader)
+        elif isinstance(data, _Watch):
+            selector.unregister(key.fileobj)
+            data.callback()
+        elif isinstance(data, Pending):
+            selector.unregister(key.fileobj)
+            del self._pending[key.fd]
+            self._advance(selector, data)
+        elif self._listening:
+            self._accept(selector, data)
+
+    def _accept(self, selector: selectors.BaseSelector, listener: Listening) -> None:
+        try:
+            conn, _ = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another process or thread took it
+        except OSError as exc:
+            log.error("accept() on %s failed: %s", listener.display, exc)
+            return
+        pending = self.handler.open(conn, listener)
+        if pending is not None:
+            self._advance(selector, pending)
+
+    def _advance(self, selector: selectors.BaseSelector, pending: Pending) -> None:
+        fd = pending.sock.fileno()
+        outcome = self.handler.advance(pending)
+        if outcome is True:
+            self._ready.append(pending)
+        elif outcome is False:
+            self._pending[fd] = pending
+            selector.register(fd, selectors.EVENT_READ, pending)
+
+    def _expire(self, selector: selectors.BaseSelector, now: float) -> None:
+        for fd, pending in list(self._pending.items()):
+            if pending.deadline <= now:
+                selector.unregister(fd)
+                del self._pending[fd]
+                self.handler.expire(pending)
+
+    def _drop_all(self, selector: selectors.BaseSelector) -> None:
+        for fd, pending in list(self._pending.items()):
+            selector.unregister(fd)
+            self.handler.expire(pending)
+        self._pending.clear()
+        for pending in self._ready:
+            log.warning("%s: request not started before the graceful timeout", pending.peer)
+            pending.sock.close()
+        self._ready.clear()
+
+    def _set_listening(self, selector: selectors.BaseSelector, wanted: bool) -> None:
+        if wanted == self._listening:
+            return
+        for listener in self.listeners:
+            if not wanted:
+                selector.unregister(listener.sock)
+            elif listener.sock.fileno() >= 0:
+                selector.register(listener.sock, selectors.EVENT_READ, listener)
+        self._listening = wanted
 
     def _close_listeners(self) -> None:
         # Stop accepting at once: new connections are refused (the front end
         # can fail over) instead of waiting in a queue nobody will serve.
         for listener in self.listeners:
             listener.close()
+
+
+def _drain_wake(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while sock.recv(4096):
+            pass

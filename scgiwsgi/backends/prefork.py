@@ -24,6 +24,7 @@ import logging
 import mmap
 import os
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 from ..config import Config
 from ..errors import AppImportError
 from ..gateway import WSGIApp
-from ..handler import ConnectionHandler, ListenerInfo
+from ..handler import ConnectionHandler, ListenerInfo, Pending
 from ..logs import AccessLog
 from .base import Backend, Listening
 from .single import SingleBackend
@@ -185,6 +186,7 @@ class _Worker:
         )
         self.handler = handler
         self.backend = cls(self.context.listeners, self, self.config)
+        self.backend.shares_listeners = True
         return self.backend
 
     def _install_signals(self) -> None:
@@ -199,15 +201,27 @@ class _Worker:
 
     # -- serving (the backend calls handle) ---------------------------------------
 
-    def handle(self, sock: Any, listener: ListenerInfo) -> None:
-        """Serve one connection, keeping the shared slot and the count up to date."""
+    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None:
+        """Take an accepted connection (the loop reads its header)."""
+        return self.handler.open(sock, listener)
+
+    def advance(self, pending: Pending) -> bool | None:
+        """Read more of a connection's header."""
+        return self.handler.advance(pending)
+
+    def expire(self, pending: Pending) -> None:
+        """Close a connection whose header did not arrive in time."""
+        self.handler.expire(pending)
+
+    def serve(self, pending: Pending) -> None:
+        """Serve one request, keeping the shared slot and the count up to date."""
         slot = self._slot_offset()
         ident = threading.get_ident()
         started = time.monotonic()
         self._in_flight[ident] = [started, "(reading the request)"]
         _SLOT.pack_into(self.context.slots, slot, started)
         try:
-            self.handler.handle(sock, listener)
+            self.handler.serve(pending)
         finally:
             _SLOT.pack_into(self.context.slots, slot, 0.0)
             del self._in_flight[ident]

@@ -1,13 +1,14 @@
-"""The single backend: one request at a time, in the main thread."""
+"""The single backend: one request at a time, in the loop's own thread."""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
+from typing import Any
 
-from .base import Backend, Listening
+from ..handler import Pending
+from .base import Backend
 
 __all__ = ["SingleBackend"]
 
@@ -15,32 +16,33 @@ log = logging.getLogger("scgiwsgi.error")
 
 
 class SingleBackend(Backend):
-    """Serves each connection inline; the simplest and lowest-overhead choice.
+    """Serves each complete request inline; the lowest-overhead choice.
 
-    A stop request during a request lets it finish; if it is still running
-    after ``graceful_timeout`` a watchdog ends the process (only when the
-    server runs in the main thread, i.e. owns the process; embedded in a
-    thread, the stop waits for the request).
+    Headers still arrive through the shared loop, so a slow peer never holds
+    the process.  A stop request during a request lets it finish; if it is
+    still running after ``graceful_timeout`` a watchdog ends the process (only
+    when the server runs in the main thread, i.e. owns the process; embedded
+    in a thread, the stop waits for the request).
     """
 
     name = "single"
     multithread = False
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._busy = threading.Event()
         self._watchdog: threading.Timer | None = None
 
     def describe(self) -> str:
         return "single (one request at a time)"
 
-    def wait_for_capacity(self) -> bool:
-        return not self.stopping
+    def free_workers(self) -> int:
+        return 0 if self._busy.is_set() else 1
 
-    def dispatch(self, sock: socket.socket, listener: Listening) -> None:
+    def dispatch(self, pending: Pending) -> None:
         self._busy.set()
         try:
-            self.handler.handle(sock, listener)
+            self.handler.serve(pending)
         finally:
             self._busy.clear()
 

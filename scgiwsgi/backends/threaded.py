@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Sequence
 
 from ..config import Config
+from ..handler import Pending
 from .base import Backend, Handler, Listening
 
 __all__ = ["ThreadedBackend"]
 
 log = logging.getLogger("scgiwsgi.error")
 
-_Job = tuple[socket.socket, Listening] | None
-
 
 class ThreadedBackend(Backend):
     """A bounded pool of ``config.thread_count`` threads.
 
-    The accept loop takes a connection only when a thread is free, so a busy
-    server never queues work in memory: excess connections wait in the
-    kernel's listen queue.
+    The loop accepts a connection only while a thread is free, and hands a
+    thread only connections whose header is complete; excess connections
+    wait in the kernel's listen queue.
     """
 
     name = "threaded"
@@ -32,8 +30,8 @@ class ThreadedBackend(Backend):
 
     def __init__(self, listeners: Sequence[Listening], handler: Handler, config: Config) -> None:
         super().__init__(listeners, handler, config)
-        self._slots = threading.Semaphore(config.thread_count)
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._size = config.thread_count
+        self._jobs: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._active = 0
         self._idle = threading.Condition()
@@ -54,22 +52,13 @@ class ThreadedBackend(Backend):
             thread.start()
             self._threads.append(thread)
 
-    def wait_for_capacity(self) -> bool:
-        while not self.stopping:
-            if self._slots.acquire(timeout=0.2):
-                if self.stopping:
-                    self._slots.release()
-                    return False
-                return True
-        return False
+    def free_workers(self) -> int:
+        return self._size - self._active
 
-    def release_capacity(self) -> None:
-        self._slots.release()
-
-    def dispatch(self, sock: socket.socket, listener: Listening) -> None:
+    def dispatch(self, pending: Pending) -> None:
         with self._idle:
             self._active += 1
-        self._jobs.put((sock, listener))
+        self._jobs.put(pending)
 
     def finish(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -90,12 +79,11 @@ class ThreadedBackend(Backend):
                 thread.join(timeout=1.0)
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            sock, listener = job
+        while (pending := self._jobs.get()) is not None:
             try:
-                self.handler.handle(sock, listener)
+                self.handler.serve(pending)
             finally:
                 with self._idle:
                     self._active -= 1
                     self._idle.notify_all()
-                self._slots.release()
+                self.capacity_freed()

@@ -143,6 +143,7 @@ class ScgiServer:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
+        """Also writes an access log to ``workdir / "access.log"``."""
         if transport not in ("tcp", "unix"):
             raise ValueError(f"transport must be 'tcp' or 'unix', not {transport!r}")
         self.workdir = workdir
@@ -152,6 +153,7 @@ class ScgiServer:
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.log_path = workdir / "scgiwsgi.log"
+        self.access_log_path = workdir / "access.log"
         self.address = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self._socket_dir: str | None = None
@@ -162,7 +164,7 @@ class ScgiServer:
         command = [sys.executable, "-m", "scgiwsgi"]
         if self.app is not None:
             command.append(self.app)
-        command += ["--bind", self._bind_spec()]
+        command += ["--bind", self._bind_spec(), "--access-log", str(self.access_log_path)]
         if self.script_name:
             command += ["--script-name", self.script_name]
         command += list(self.extra_args)
@@ -236,6 +238,13 @@ class ScgiServer:
         except FileNotFoundError:
             return ""
 
+    def access_log_text(self) -> str:
+        """The access log so far (one line per request that reached scgiwsgi)."""
+        try:
+            return self.access_log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
     def describe(self) -> str:
         """The command's log, for failure messages."""
         return f"--- scgiwsgi log ({self.log_path}) ---\n{self.log_text()}"
@@ -277,7 +286,9 @@ def make_tls_files(directory: Path) -> TLSFiles:
         [
             *(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
             *("-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-addext", "basicConstraints=critical,CA:FALSE"),
+            *("-keyout", str(key), "-out", str(cert)),
         ],
         check=True,
         capture_output=True,
@@ -365,6 +376,12 @@ class Site:
     def example(cls, name: str, prefix: str = "", **kwargs: object) -> Site:
         """The repository's ``examples/NAME`` as the site."""
         return cls((EXAMPLES / name).read_text(), prefix, **kwargs)  # type: ignore[arg-type]
+
+    def edited(self, old: str, new: str) -> Site:
+        """A copy with the line(s) ``old`` replaced by ``new`` (which must be there once)."""
+        if self.template.count(old) != 1:
+            raise ValueError(f"{old!r} is not in the template exactly once")
+        return dataclasses.replace(self, template=self.template.replace(old, new))
 
 
 class FrontEnd:

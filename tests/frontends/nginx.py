@@ -97,6 +97,12 @@ class Nginx(FrontEnd):
         return values
 
     def config_text(self, site_text: str) -> str:
+        if self.https_flag:
+            # A TLS terminator in front: the stock "HTTPS $https if_not_empty"
+            # sends nothing over plain HTTP, so this is the only HTTPS line.
+            site_text = site_text.replace(
+                "include scgi_params;", "include scgi_params;\n        scgi_param HTTPS on;"
+            )
         (self.workdir / "temp").mkdir(parents=True, exist_ok=True)
         # "include scgi_params" is relative to the directory of nginx.conf.
         shutil.copyfile(SCGI_PARAMS, self.workdir / "scgi_params")

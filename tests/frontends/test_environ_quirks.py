@@ -72,3 +72,52 @@ def test_lighttpd_mount_split_is_kept_without_script_name() -> None:
         }
     )
     assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/caf\xc3\xa9")
+
+
+@pytest.mark.parametrize("script_name", ["", "/app"])
+def test_apache_internal_redirect_serves_the_redirect_target(script_name: str) -> None:
+    # Observed after a 200 with "Location: /app/caf%C3%A9/target?x=1": the
+    # backend is asked again with the client's REQUEST_URI and the new
+    # SCRIPT_NAME and QUERY_STRING.
+    environ = environ_for(
+        {
+            "SCRIPT_FILENAME": "proxy:scgi://127.0.0.1:4557/caf%C3%A9/target",
+            "REDIRECT_URL": "/app/start",
+            "REDIRECT_STATUS": "200",
+            "QUERY_STRING": "x=1",
+            "REQUEST_URI": "/app/start?y=2",
+            "SCRIPT_NAME": "/app/caf\xc3\xa9/target",
+        },
+        script_name,
+    )
+    path = "/app/caf\xc3\xa9/target"
+    expected = (script_name, path[len(script_name) :])
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == expected
+    assert environ["QUERY_STRING"] == "x=1"
+
+
+def test_apache_mod_rewrite_passthrough_serves_the_rewritten_path() -> None:
+    # RewriteRule ^/old/(.*)$ /app/new/$1 [PT] then ProxyPass /app/ ...
+    environ = environ_for(
+        {
+            "SCRIPT_FILENAME": "proxy:scgi://127.0.0.1:4557/new/caf%C3%A9",
+            "QUERY_STRING": "z=3",
+            "REQUEST_URI": "/old/caf%C3%A9?z=3",
+            "SCRIPT_NAME": "/app/new/caf\xc3\xa9",
+        },
+        "/app",
+    )
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/new/caf\xc3\xa9")
+
+
+def test_apache_encoded_slash_left_by_nodecode_follows_request_uri() -> None:
+    # AllowEncodedSlashes NoDecode: SCRIPT_NAME keeps "%2F", REQUEST_URI agrees.
+    environ = environ_for(
+        {
+            "SCRIPT_FILENAME": "proxy:scgi://127.0.0.1:4000/p/a%252Fb",
+            "REQUEST_URI": "/app/p/a%2Fb",
+            "SCRIPT_NAME": "/app/p/a%2Fb",
+        },
+        "/app",
+    )
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/p/a/b")

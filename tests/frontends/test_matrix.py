@@ -38,11 +38,10 @@ LARGE_HEADER = 7000  # Apache's limit for one backend header line is 8 KiB
 class Mounted:
     """One deployment of the matrix and where its app is mounted."""
 
-    def __init__(self, deployment: Deployment, prefix: str, access_log: Path) -> None:
+    def __init__(self, deployment: Deployment, prefix: str) -> None:
         self.d = deployment
         self.front = deployment.front
         self.prefix = prefix
-        self.access_log = access_log
 
     @property
     def kind(self) -> str:
@@ -89,7 +88,6 @@ def site(request: pytest.FixtureRequest, frontends_tmp: Path) -> Iterator[Mounte
     static_dir = workdir / "static"
     static_dir.mkdir(parents=True)
     (static_dir / "hello.txt").write_text(STATIC_TEXT)
-    access_log = workdir / "scgiwsgi-access.log"
     deployment = Deployment.start(
         workdir,
         MATRIX_APP,
@@ -97,10 +95,9 @@ def site(request: pytest.FixtureRequest, frontends_tmp: Path) -> Iterator[Mounte
         transport=transport,
         site=Site.example(f"{kind}.conf", prefix, static_dir=static_dir),
         script_name=prefix,
-        scgi_args=["--access-log", str(access_log)],
     )
     try:
-        yield Mounted(deployment, prefix, access_log)
+        yield Mounted(deployment, prefix)
     finally:
         deployment.stop()
 
@@ -281,7 +278,7 @@ def test_static_files_are_served_by_the_front_end(site: Mounted) -> None:
     assert result.text == STATIC_TEXT
     assert result.headers["Content-Type"].startswith("text/plain")
     site.get("/")  # a request that does reach scgiwsgi, logged after the static one
-    log = site.access_log.read_text()
+    log = site.d.scgi.access_log_text()
     assert f'"GET {site.prefix}/ HTTP/1.1" 200' in log
     assert "/static/" not in log
 
