@@ -39,7 +39,7 @@ from .backends.prefork import (
 )
 from .config import Config
 from .gateway import WSGIApp
-from .reexec import Inherited, reexec
+from .reexec import Inherited, check_new_code, reexec
 from .sockets import Listener
 
 __all__ = ["Arbiter"]
@@ -224,6 +224,10 @@ class Arbiter:
             "received SIGHUP with --preload: re-executing the arbiter to import the new "
             "code; the old workers serve meanwhile"
         )
+        problem = check_new_code()
+        if problem is not None:
+            log.error("reload refused, the old workers keep serving: %s", problem)
+            return
         try:
             reexec(self.listeners, list(self.workers), self._alive_w)
         except OSError as exc:

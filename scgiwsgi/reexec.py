@@ -16,13 +16,14 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .sockets import BindSpec, Listener
 
-__all__ = ["ENV_NAME", "Inherited", "reexec", "take_inherited"]
+__all__ = ["ENV_NAME", "Inherited", "check_new_code", "reexec", "take_inherited"]
 
 ENV_NAME = "SCGIWSGI_REEXEC"
 _START_DIR = os.getcwd()
@@ -59,6 +60,35 @@ def reexec(listeners: Sequence[Listener], old_workers: Sequence[int], alive_fd: 
     sys.stderr.flush()
     argv = [sys.executable, *sys.orig_argv[1:]]
     os.execv(sys.executable, argv)
+
+
+def check_new_code(timeout: float = 120.0) -> str | None:
+    """Run this server's own command line with ``--check-config``.
+
+    Returns None when the new code imports (or when the process was not
+    started by the ``scgi-wsgi`` command, so there is nothing to run), else
+    the reason it does not.  Checking first means a reload to broken code
+    never replaces an arbiter that serves.
+    """
+    argv = sys.orig_argv[1:]
+    ours = argv[:2] == ["-m", "scgiwsgi"] or os.path.basename(sys.argv[0]) == "scgi-wsgi"
+    if not ours:
+        return None
+    try:
+        result = subprocess.run(
+            [sys.executable, *argv, "--check-config"],
+            cwd=_START_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the check could not run: {exc}"
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"the check exited with status {result.returncode}"
 
 
 def take_inherited() -> Inherited | None:
