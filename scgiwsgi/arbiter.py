@@ -285,6 +285,10 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            # A worker writes its notes before it exits, so they are in the
+            # pipe now even if they arrived after this turn's _read_notes: a
+            # retirement must not be logged as an unexpected exit.
+            self._read_notes()
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 if worker.slot_base >= 0:

@@ -699,6 +699,38 @@ def test_ttin_and_ttou_change_the_worker_count(prefork: StartServer) -> None:
     assert "received SIGTTOU: 1 worker(s) wanted" in server.log
 
 
+SLOW_IMPORT_APP = """
+import os, pathlib, time
+
+time.sleep(1.0)
+pathlib.Path(os.environ["PREFORK_MARKERS"], f"imported.{os.getpid()}").touch()
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_ttou_while_a_new_worker_imports_the_app_retires_it_once_it_is_up(
+    prefork: StartServer,
+) -> None:
+    write_app(prefork.app_dir, "slowimport", SLOW_IMPORT_APP)  # type: ignore[attr-defined]
+    server = prefork("--workers", "1", "--graceful-timeout", "30", app="slowimport:app")
+    first = server.wait_workers(1)
+    server.signal(signal.SIGTTIN)
+    assert wait_for(lambda: len(server.workers()) == 2, 5.0)
+    booting = server.workers() - first
+    assert not booting & server.imported(), "the new worker imported too fast for this test"
+    server.signal(signal.SIGTTOU)
+    sent_at = time.monotonic()
+    # It gets TERM while importing; it must stop once up, not 30s later by SIGKILL.
+    assert wait_for(lambda: server.workers() == first, 5.0), server.log
+    took = time.monotonic() - sent_at
+    assert took < 3.0
+    assert "killing them" not in server.log
+    assert server.request().body == b"ok"
+
+
 def test_usr1_reopens_the_access_log(prefork: StartServer, tmp_path: Path) -> None:
     access = tmp_path / "access.log"
     server = prefork("--workers", "2", "--access-log", str(access))

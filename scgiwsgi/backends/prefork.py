@@ -138,6 +138,7 @@ class _Worker:
         self._local = threading.local()
         self._next_slot = 0
         self._in_flight: dict[int, list[Any]] = {}
+        self._term_before_serving = False
 
     def run(self) -> int:
         for fd in self.context.close_fds:
@@ -150,6 +151,8 @@ class _Worker:
         backend = self._make_backend(app)
         backend.watch(self.context.alive_fd, self._arbiter_gone)
         self._note(NOTE_READY)
+        if self._term_before_serving:
+            backend.shutdown()
         backend.serve_forever()
         if self.access_log is not None:
             self.access_log.close()
@@ -271,6 +274,9 @@ class _Worker:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         if self.backend is None:
+            # Still importing the app (TTOU soon after TTIN): stop once built,
+            # not graceful_timeout later with SIGKILL, maybe mid-request.
+            self._term_before_serving = True
             return
         self.backend.shutdown()
         if threading.main_thread().ident in self._in_flight:
