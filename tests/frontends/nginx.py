@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from .common import FrontEnd
 
-__all__ = ["SCGI_PARAMS", "Nginx", "debian_host_param"]
+__all__ = ["SCGI_PARAMS", "Nginx", "debian_host_param", "nginx_version"]
 
 SCGI_PARAMS = Path("/etc/nginx/scgi_params")
 MIME_TYPES = Path("/etc/nginx/mime.types")
@@ -63,6 +64,17 @@ _TLS = """\
 def debian_host_param() -> bool:
     """Whether the stock scgi_params sends ``HTTP_HOST $host`` (Debian: no port)."""
     return bool(re.search(r"^\s*scgi_param\s+HTTP_HOST\s", SCGI_PARAMS.read_text(), re.M))
+
+
+def nginx_version() -> tuple[int, ...]:
+    """The installed nginx's version, e.g. ``(1, 22, 1)``."""
+    output = subprocess.run(
+        [Nginx.find(), "-v"], capture_output=True, text=True, timeout=30, check=True
+    ).stderr
+    match = re.search(r"nginx/(\d+(?:\.\d+)*)", output)
+    if match is None:
+        raise RuntimeError(f"no version in {output!r}")
+    return tuple(int(part) for part in match.group(1).split("."))
 
 
 class Nginx(FrontEnd):

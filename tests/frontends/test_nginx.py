@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .common import Deployment, Site, scgi_request, write_app
-from .nginx import Nginx
+from .nginx import SCGI_PARAMS, Nginx, debian_host_param, nginx_version
 
 FLASK_APP = "examples.flask_app:app"
 HELLO = b"Hello from Flask!\n"
@@ -348,3 +348,92 @@ def test_app_exception_after_head_over_unix_socket_looks_complete(
     d, _head, body = _late_failure(deploy, tmp_path)
     assert body == b"b\r\nfirst part\n\r\n0\r\n\r\n"
     assert d.front.complaints() == []
+
+
+# -- nginx quirks, each shown by changing one line of examples/nginx.conf --------------
+
+
+BUFFER_LINES = "        scgi_buffer_size 32k;\n        scgi_buffers 8 32k;\n"
+
+
+@pytest.mark.parametrize("transport", ["tcp"])
+def test_large_response_header_needs_scgi_buffer_size(deploy: Start, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path / "apps" / "big.py",
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('X-Big', 'b' * 9000), ('Content-Length', '2')])\n"
+        "    return [b'ok']\n",
+    )
+    with_buffers = deploy(app)
+    assert with_buffers.front.request("GET", "/").headers["X-Big"] == "b" * 9000
+    with_buffers.assert_clean_logs()
+    site = Site.example("nginx.conf").edited(BUFFER_LINES, "")
+    d = Deployment.start(tmp_path / "small", app, Nginx, transport="tcp", site=site)
+    try:
+        result = d.front.request("GET", "/")
+        assert result.status == 502  # nginx's page: the head did not fit its buffer
+        d.front.stop()
+        assert any("upstream sent too big header" in line for line in d.front.complaints())
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp"])
+def test_second_http_host_param_is_a_duplicate_name(deploy: Start, tmp_path: Path) -> None:
+    # Debian's scgi_params already sends HTTP_HOST ($host, no port); a second
+    # "scgi_param HTTP_HOST $http_host;" makes nginx send the name twice, which
+    # SCGI forbids: scgiwsgi answers 400.  (Copy scgi_params without its
+    # HTTP_HOST line instead, as docs/deployment.rst says.)
+    if not debian_host_param():
+        pytest.skip("this scgi_params sends no HTTP_HOST line (not Debian's)")
+    site = Site.example("nginx.conf").edited(
+        "        include scgi_params;\n",
+        "        include scgi_params;\n        scgi_param HTTP_HOST $http_host;\n",
+    )
+    d = Deployment.start(tmp_path / "dup", None, Nginx, transport="tcp", site=site)
+    try:
+        assert d.front.request("GET", "/").status == 400
+        assert "duplicate header 'HTTP_HOST'" in d.scgi.log_text()
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp"])
+def test_params_without_debian_http_host_keep_the_port(deploy: Start, tmp_path: Path) -> None:
+    # The fix docs/deployment.rst gives: a copy of scgi_params without the
+    # HTTP_HOST line, so nginx passes the client's Host header as upstream
+    # nginx does.
+    params = "".join(
+        line
+        for line in SCGI_PARAMS.read_text().splitlines(keepends=True)
+        if not re.match(r"\s*scgi_param\s+HTTP_HOST\s", line)
+    )
+    (tmp_path / "scgi_params_with_host").write_text(params)
+    site = Site.example("nginx.conf").edited(
+        "        include scgi_params;\n", f"        include {tmp_path}/scgi_params_with_host;\n"
+    )
+    d = Deployment.start(tmp_path / "host", FLASK_APP, Nginx, transport="tcp", site=site)
+    try:
+        info = json.loads(d.front.request("GET", "/info").body)
+        assert info["url"] == f"http://127.0.0.1:{d.front.port}/info"
+        d.assert_clean_logs()
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="scgiwsgi bug: nginx < 1.23 (Debian 12 ships 1.22) sends a repeated client "
+    "header as repeated SCGI names; scgiwsgi rejects them with 400 where Apache and "
+    "lighttpd (and nginx >= 1.23) join the values",
+)
+def test_repeated_client_header_is_not_a_400(deploy: Start) -> None:
+    if nginx_version() >= (1, 23):
+        pytest.xfail("nginx >= 1.23 joins repeated headers itself")
+    d = deploy(app=None)
+    raw = d.front.raw_request(
+        b"GET /x HTTP/1.1\r\nHost: localhost\r\nAccept: text/html\r\nAccept: text/plain\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:200]
