@@ -56,6 +56,7 @@ _HANDLED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGCHLD,
 )
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _MAX_SLOTS = 4096
 _QUICK_STOP_SECONDS = 5.0
 _TIMEOUT_KILL_GRACE = 2.0
@@ -227,6 +228,11 @@ class Arbiter:
         problem = check_new_code()
         if problem is not None:
             log.error("reload refused, the old workers keep serving: %s", problem)
+            return
+        # The check takes a while; a stop queued meanwhile would vanish with
+        # this image, and the reloaded server would run on.
+        if any(signum in _STOP_SIGNALS for signum in self._signals):
+            log.info("a stop was asked during the reload: not re-executing")
             return
         try:
             reexec(self.listeners, list(self.workers), self._alive_w)
