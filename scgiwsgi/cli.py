@@ -147,6 +147,12 @@ def _default(name: str) -> str:
     help="Make a relative Location header absolute (scheme://host/path) from the request.",
 )
 @click.option(
+    "--offload",
+    metavar="SPEC",
+    help="Let the front end send wsgi.file_wrapper files under DIR: x-sendfile:DIR "
+    "(Apache, lighttpd) or x-accel-redirect:DIR=URI (nginx).",
+)
+@click.option(
     "--max-header-size",
     type=SizeParam(),
     help=f"Largest SCGI header block (431 above). [default: {_default('max_header_size')}]",

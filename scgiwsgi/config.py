@@ -67,6 +67,9 @@ class Config:
     absolute_redirects: bool = False
     """Make a relative ``Location`` absolute from the request (scheme, host,
     path), so no front end treats it as an internal redirect."""
+    offload: str | None = None
+    """Hand ``wsgi.file_wrapper`` files under a directory to the front end:
+    ``x-sendfile:DIR`` or ``x-accel-redirect:DIR=URI`` (:mod:`scgiwsgi.offload`)."""
     max_header_size: int = 64 * 1024
     """Largest accepted header netstring in bytes (431 above it)."""
     max_body_size: int | None = None
@@ -151,6 +154,10 @@ class Config:
             raise ConfigError(
                 f"script_name: {prefix!r} must start with '/' and not end with '/' (e.g. /app)"
             )
+        if self.offload is not None:
+            from .offload import parse_offload
+
+            parse_offload(self.offload)
         if self.http is not None:
             from .devhttp import parse_http_address  # lazy: it imports http.server
 

@@ -22,6 +22,7 @@ from .config import Config
 from .environ import ServerInfo, build_environ
 from .errors import IncompleteRequest, ProtocolError
 from .gateway import Outcome, WSGIApp, run_application
+from .offload import OffloadFiles, parse_offload
 from .peers import AllowList
 from .protocol import (
     NEED_DATA,
@@ -101,6 +102,8 @@ class ConnectionHandler:
         access_log: AccessLogger | None = None,
         on_request: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        if config.offload is not None:
+            app = OffloadFiles(app, parse_offload(config.offload))
         self.app: WSGIApp = AbsoluteRedirects(app) if config.absolute_redirects else app
         self.on_request = on_request
         self.config = config
