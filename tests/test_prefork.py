@@ -557,7 +557,7 @@ def test_term_lets_a_2s_request_finish_with_its_full_body_then_exits_0(
         f"{refused_after:.2f}s; exit {status} after {stopped_after:.2f}s"
     )
     assert status == 0
-    assert 1.0 < stopped_after < 4.0
+    assert 1.0 < stopped_after < 8.0  # after the request, well before the 10s grace
     assert refused_after < 1.0, "a new connection during the drain hung until the drain ended"
     with pytest.raises(OSError):
         server.request(timeout=2.0)
@@ -588,7 +588,7 @@ def test_int_and_quit_stop_quickly_with_exit_0_and_remove_the_pid_file(
     status = server.wait_exit(STOP_TIMEOUT)
     took = time.monotonic() - sent_at
     assert status == 0
-    assert took < 2.0, f"{took:.2f}s: not a quick stop"
+    assert took < 3.0, f"{took:.2f}s: not a quick stop"
     client.join(timeout=5.0)
     assert slow_failed.is_set(), "the request in flight was not cut off"
     assert not pid_file.exists()
