@@ -401,7 +401,7 @@ def test_fork_launcher_serves_from_several_processes(
     assert len({entry["pid"] for entry in shown}) == 3, "three slow requests, three workers"
     assert all(entry["multiprocess"] and not entry["multithread"] for entry in shown)
     assert {entry["PATH_INFO"] for entry in shown} == {"/p"}
-    assert process.stop() == 0
+    assert process.stop() == 0, process.log_text()
     assert not os.path.exists(path)
 
 
