@@ -7,6 +7,7 @@ scgiwsgi keeps that split unless ``--script-name`` is given.
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,3 +98,32 @@ def test_chunked_request_body_is_buffered_and_sent_with_its_length(deploy: Start
     assert head.startswith(b"HTTP/1.1 200 "), raw[:300]
     assert json.loads(body) == {"a": ["1"], "b": ["2"]}
     d.assert_clean_logs()
+
+
+@pytest.mark.parametrize("path", ["/app/late-boom", "/app/late-boom-with-length"])
+def test_failure_after_the_head_is_hidden_without_content_length(deploy: Start, path: str) -> None:
+    # lighttpd buffers the start of a response; when scgiwsgi resets the
+    # connection after the first part it usually still sends the client a
+    # 200 whose framing covers exactly what it got (Content-Length: 11, or a
+    # terminated chunked body), logging the failure only in its own log.  A
+    # Content-Length from the application is kept, so a short body is then
+    # visible to the client.
+    d = deploy(Site.example("lighttpd.conf", "/app"), script_name="/app")
+    conn = d.front.connection()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        try:
+            body: bytes | None = response.read()
+        except http.client.IncompleteRead:
+            body = None
+    finally:
+        conn.close()
+    assert response.status == 200
+    if path.endswith("with-length"):
+        assert response.getheader("Content-Length") == "100"
+        assert body is None  # the client sees the short body
+    else:
+        assert body in (b"first part\n", None)  # None only when lighttpd had started
+    d.front.stop()
+    assert any("backend returned error" in line for line in d.front.complaints())

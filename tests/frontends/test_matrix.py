@@ -13,6 +13,7 @@ docs/deployment.rst), so a front end that changes its behaviour fails here.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -283,5 +284,45 @@ def test_static_files_are_served_by_the_front_end(site: Mounted) -> None:
     assert "/static/" not in log
 
 
+def test_exception_before_the_head_is_scgiwsgis_500(site: Mounted) -> None:
+    result = site.get("/raw-boom")
+    assert result.status == 500
+    assert result.body == b"500 Internal Server Error\n"  # scgiwsgi's page, no traceback
+    log = site.d.scgi.log_text()
+    assert "RuntimeError: raw-boom-8c2d: raised before the response head" in log
+    assert "Traceback (most recent call last)" in log
+
+
 def test_zz_front_end_error_log_is_clean(site: Mounted) -> None:
     assert site.front.complaints() == [], site.d.describe()
+
+
+# Runs after the log check (pytest keeps the order of definition): the front
+# ends log the aborted upstream connection, as they should.
+
+
+def test_zzz_exception_after_the_head(site: Mounted) -> None:
+    conn = site.front.connection()
+    try:
+        conn.request("GET", f"{site.prefix}/late-boom")
+        response = conn.getresponse()
+        try:
+            body: bytes | None = response.read()
+        except http.client.IncompleteRead:
+            body = None
+        status = response.status
+    finally:
+        conn.close()
+    assert "RuntimeError: late-boom-4e7a" in site.d.scgi.log_text()
+    if site.kind == "lighttpd":
+        # lighttpd usually hides it: test_lighttpd.py, docs/deployment.rst.
+        assert status == 200
+        assert body in (b"first part\n", None)
+    elif site.d.scgi.transport == "tcp":
+        # scgiwsgi resets the connection: the client is told, by a chunked
+        # body without its last chunk (or, from Apache at times, a 500).
+        assert body is None or status >= 500, (status, body)
+    else:
+        # A unix socket has no reset: the front end sees an ordinary end and
+        # the truncated response looks complete (docs/deployment.rst).
+        assert (status, body) == (200, b"first part\n")

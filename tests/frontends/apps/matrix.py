@@ -143,8 +143,33 @@ def _bad_header(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]
     return [b"never sent\n"]
 
 
+def _raw_boom(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    raise RuntimeError("raw-boom-8c2d: raised before the response head")
+
+
+def _late_boom(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    raise RuntimeError("late-boom-4e7a: raised after the head was sent")
+
+
+def _late_boom_with_length(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+    yield b"first part\n"
+    raise RuntimeError("late-boom-4e7a: raised after the head was sent")
+
+
+RAW_ROUTES = {
+    "/bad-header": _bad_header,
+    "/raw-boom": _raw_boom,
+    "/late-boom": _late_boom,
+    "/late-boom-with-length": _late_boom_with_length,
+}
+
+
 def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """The WSGI entry point: Flask, except one raw route Flask would refuse to build."""
-    if environ.get("PATH_INFO") == "/bad-header":
-        return _bad_header(environ, start_response)
+    """The WSGI entry point: Flask, except raw routes that Flask would not let fail so."""
+    raw = RAW_ROUTES.get(environ.get("PATH_INFO", ""))
+    if raw is not None:
+        return raw(environ, start_response)
     return flask_app(environ, start_response)
