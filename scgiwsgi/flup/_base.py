@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import ipaddress
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -23,8 +20,8 @@ from ..server import WSGIServer
 from . import NoDefault
 
 __all__ = [
-    "AllowList",
     "FlupServer",
+    "allow_list",
     "bind_address",
     "log_level",
     "script_name",
@@ -34,7 +31,6 @@ __all__ = [
 log = logging.getLogger("scgiwsgi.error")
 
 BindAddress = tuple[Any, ...] | str
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def bind_address(address: BindAddress) -> str:
@@ -75,6 +71,20 @@ def script_name(value: object) -> str:
     return value.rstrip("/")
 
 
+def allow_list(servers: Sequence[str] | str | None) -> tuple[str, ...]:
+    """flup's ``allowedServers`` as scgiwsgi's ``allow`` networks (IPv4 and IPv6).
+
+    None allows every peer.  flup's empty list allowed none, which would
+    only lock the front end out: it is refused with a ConfigError.
+    """
+    if servers is None:
+        return ()
+    entries = (servers,) if isinstance(servers, str) else tuple(servers)
+    if not entries:
+        raise ConfigError("allowedServers=[] refuses every front end; None allows all")
+    return entries
+
+
 def log_level(level: int) -> str:
     """A ``logging`` level number as the nearest scgiwsgi level name at or below it."""
     chosen = LOG_LEVELS[0]
@@ -82,57 +92,6 @@ def log_level(level: int) -> str:
         if logging.getLevelName(name.upper()) <= level:
             chosen = name
     return chosen
-
-
-class AllowList:
-    """flup's ``allowedServers``: the front ends allowed to connect.
-
-    Entries are IPv4 or IPv6 addresses, or networks (``10.0.0.0/8``); an
-    IPv4-mapped IPv6 peer (``::ffff:127.0.0.1``) matches its IPv4 entry.
-    Unix socket peers are always allowed.  Raises ConfigError for an entry
-    that is not an address.
-    """
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        if isinstance(entries, str):
-            entries = [entries]
-        self.networks: list[Network] = []
-        for entry in entries:
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                raise ConfigError(f"allowedServers: {entry!r} is not an IP address") from None
-
-    def allows(self, peer: Any) -> bool:
-        """Whether a peer address as ``accept()`` returns it may connect."""
-        if not isinstance(peer, tuple) or not peer or not peer[0]:
-            return True  # a unix socket peer
-        address = ipaddress.ip_address(peer[0].split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
-
-
-class _AllowListSocket(socket.socket):
-    """A listening socket whose ``accept()`` closes connections from other peers."""
-
-    allow_list: AllowList
-
-    @classmethod
-    def adopt(cls, sock: socket.socket, allow_list: AllowList) -> _AllowListSocket:
-        new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        new.setblocking(False)
-        new.allow_list = allow_list
-        return new
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        conn, peer = super().accept()
-        if self.allow_list.allows(peer):
-            return conn, peer
-        log.warning("connection from %s refused: not in allowedServers", peer[0])
-        conn.close()
-        # To the accept loop this is "nothing to accept": it goes on waiting.
-        raise BlockingIOError(errno.EAGAIN, "peer not allowed")
 
 
 def _extend_environ(app: WSGIApp, extra: Mapping[str, Any], multiprocess: bool) -> WSGIApp:
@@ -199,7 +158,6 @@ class FlupServer:
         self.multiprocess = multiprocess
         self.debug = debug
         self.logger = log
-        self.allow_list = AllowList(allowedServers) if allowedServers is not None else None
         app = application
         if self.environ or multiprocess:
             app = _extend_environ(app, self.environ, multiprocess)
@@ -208,6 +166,7 @@ class FlupServer:
         address = bind_address(bindAddress)
         if address.startswith("unix:"):
             options["socket_mode"] = socket_mode(umask)
+        options["allow"] = allow_list(allowedServers)
         self.server = WSGIServer(
             app,
             bind=address,
@@ -231,9 +190,6 @@ class FlupServer:
         except BindError as exc:
             log.error("Failed to bind socket (%s), exiting", exc)
             return False
-        if self.allow_list is not None:
-            for listener in self.server.listeners:
-                listener.sock = _AllowListSocket.adopt(listener.sock, self.allow_list)
         with self._sighup_stops():
             self.server.serve_forever()
         return self._hup_received
