@@ -39,7 +39,7 @@ from .backends.prefork import (
 )
 from .config import Config
 from .gateway import WSGIApp
-from .reexec import Inherited, check_new_code, reexec
+from .reexec import CodeCheck, Inherited, reexec, start_code_check
 from .sockets import Listener
 
 __all__ = ["Arbiter"]
@@ -56,7 +56,6 @@ _HANDLED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGCHLD,
 )
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _MAX_SLOTS = 4096
 _QUICK_STOP_SECONDS = 5.0
 _TIMEOUT_KILL_GRACE = 2.0
@@ -122,6 +121,7 @@ class Arbiter:
         for fd in (self._wake_r, self._wake_w, self._notes_r):
             os.set_blocking(fd, False)
         self._old_alive_w = -1
+        self._code_check: CodeCheck | None = None
         if inherited is not None:
             self._adopt(inherited)
 
@@ -129,6 +129,8 @@ class Arbiter:
         """Take over the workers of the image this process was before ``exec``."""
         self._old_alive_w = inherited.alive_fd
         self.generation = 1
+        if inherited.target is not None:
+            self.target = inherited.target
         for pid in inherited.old_workers:
             self.workers[pid] = _Worker(pid, generation=0, slot_base=-1, ready=True)
         log.info(
@@ -221,21 +223,37 @@ class Arbiter:
             )
 
     def _reexec(self) -> None:
+        if self._code_check is not None:
+            log.info("received SIGHUP: a reload is already being checked")
+            return
         log.info(
-            "received SIGHUP with --preload: re-executing the arbiter to import the new "
-            "code; the old workers serve meanwhile"
+            "received SIGHUP with --preload: checking the new code, then re-executing the "
+            "arbiter to import it; the old workers serve meanwhile"
         )
-        problem = check_new_code()
+        try:
+            self._code_check = start_code_check()
+        except OSError as exc:
+            log.error("reload refused, the new code cannot be checked: %s", exc)
+            return
+        if self._code_check is None:
+            self._reexec_now()
+
+    def _finish_code_check(self) -> None:
+        check = self._code_check
+        if check is None:
+            return
+        done, problem = check.result()
+        if not done:
+            return
+        self._code_check = None
         if problem is not None:
             log.error("reload refused, the old workers keep serving: %s", problem)
             return
-        # The check takes a while; a stop queued meanwhile would vanish with
-        # this image, and the reloaded server would run on.
-        if any(signum in _STOP_SIGNALS for signum in self._signals):
-            log.info("a stop was asked during the reload: not re-executing")
-            return
+        self._reexec_now()
+
+    def _reexec_now(self) -> None:
         try:
-            reexec(self.listeners, list(self.workers), self._alive_w)
+            reexec(self.listeners, list(self.workers), self._alive_w, self.target)
         except OSError as exc:
             log.error("cannot re-execute the arbiter (%s); restarting the workers only", exc)
             self._restart_workers()
@@ -284,13 +302,15 @@ class Arbiter:
                 worker.retiring = True
 
     def _reap(self) -> None:
-        while True:
+        # Only our workers: other children (the reload's code check, the
+        # development HTTP front) are waited for by their owners.
+        for pid in list(self.workers):
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
+                done, status = pid, 0
+            if done == 0:
+                continue
             # A worker writes its notes before it exits, so they are in the
             # pipe now even if they arrived after this turn's _read_notes: a
             # retirement must not be logged as an unexpected exit.
@@ -367,6 +387,7 @@ class Arbiter:
         self._finish_reload()
         self._spawn_missing()
         self._trim_extra()
+        self._finish_code_check()
 
     # -- pool management ------------------------------------------------------------------
 
@@ -470,6 +491,9 @@ class Arbiter:
         if self._state is _State.STOPPING and graceful:
             return
         self._state = _State.STOPPING
+        if self._code_check is not None:
+            self._code_check.cancel()
+            self._code_check = None
         if graceful:
             wait = self.config.graceful_timeout
             log.info("%s: stopping gracefully; in-flight requests get up to %ss", reason, wait)

@@ -47,9 +47,7 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
         response.finish()
         return _complete(response, environ)
     except ClientDisconnected as exc:
-        log.info(
-            "%s: front end closed the connection during the response (%s)", _where(environ), exc
-        )
+        log.info("%s: connection to the front end lost (%s)", _where(environ), exc)
         return Outcome.GONE
     except ShortResponse as exc:
         log.error("%s: %s; connection aborted", _where(environ), exc)

@@ -42,6 +42,8 @@ __all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "Pending"]
 log = logging.getLogger("scgiwsgi.error")
 
 _RECV_SIZE = 64 * 1024
+MIN_BODY_RATE = 64 * 1024
+"""Bytes per second a request body must average, after a grace of body_timeout."""
 _ERROR_DRAIN_BYTES = 1024 * 1024
 _ERROR_DRAIN_SECONDS = 1.0
 
@@ -236,8 +238,9 @@ class ConnectionHandler:
         head: RequestHead,
         started: float,
     ) -> None:
-        sock.settimeout(self.config.body_timeout)
-        reader = _BodyReader(sock, parser)
+        timeout = self.config.body_timeout
+        sock.settimeout(timeout)
+        reader = _BodyReader(sock, parser, timeout, head.content_length)
         # Keep our own reference: the app or a middleware may replace
         # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
         body = BodyInput(reader.read_chunk, head.content_length)
@@ -251,8 +254,8 @@ class ConnectionHandler:
         if self.on_request is not None:
             self.on_request(environ)
         response = Response(
-            lambda data: _send_all(sock, data),
-            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count),
+            lambda data: _send_all(sock, data, timeout),
+            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count, timeout),
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
@@ -322,12 +325,22 @@ def _receive_head(sock: socket.socket, parser: RequestParser, timeout: float) ->
 
 
 class _BodyReader:
-    """Pulls body bytes from the socket through the parser."""
+    """Pulls body bytes from the socket through the parser.
 
-    def __init__(self, sock: socket.socket, parser: RequestParser) -> None:
+    Strategy: a peer gets ``timeout`` seconds between two reads, and the
+    whole body must arrive within ``timeout`` plus one second per
+    MIN_BODY_RATE bytes: a peer that trickles a byte a second is cut off
+    instead of holding a worker until CONTENT_LENGTH bytes came.
+    """
+
+    def __init__(
+        self, sock: socket.socket, parser: RequestParser, timeout: float, length: int
+    ) -> None:
         self._sock = sock
         self._parser = parser
         self._leftover = b""
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout + length / MIN_BODY_RATE
 
     def read_chunk(self, size: int) -> bytes:
         data = self._leftover or self._next_data()
@@ -347,16 +360,27 @@ class _BodyReader:
             if event is not NEED_DATA:
                 return b""
             want = min(max(self._parser.body_remaining, 1), _RECV_SIZE)
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise ClientDisconnected(
+                    f"request body slower than {MIN_BODY_RATE // 1024} KiB/s; connection closed"
+                )
             try:
+                self._sock.settimeout(min(self._timeout, left))
                 self._parser.receive_data(self._sock.recv(want))
             except TimeoutError:
+                if time.monotonic() >= self._deadline:
+                    raise ClientDisconnected(
+                        f"request body slower than {MIN_BODY_RATE // 1024} KiB/s; connection closed"
+                    ) from None
                 raise ClientDisconnected("timed out waiting for the request body") from None
             except OSError as exc:
                 raise ClientDisconnected(f"connection lost while reading the body: {exc}") from None
 
 
-def _send_all(sock: socket.socket, data: bytes) -> None:
+def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
     try:
+        sock.settimeout(timeout)  # the body reader may have shortened it
         sock.sendall(data)
     except TimeoutError:
         raise ClientDisconnected("timed out sending the response") from None
@@ -364,8 +388,11 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
         raise ClientDisconnected(str(exc)) from None
 
 
-def _send_file(sock: socket.socket, file: IO[bytes], offset: int, count: int) -> int:
+def _send_file(
+    sock: socket.socket, file: IO[bytes], offset: int, count: int, timeout: float
+) -> int:
     try:
+        sock.settimeout(timeout)
         return sock.sendfile(file, offset, count)
     except TimeoutError:
         raise ClientDisconnected("timed out sending a file") from None

@@ -18,12 +18,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .sockets import BindSpec, Listener
 
-__all__ = ["ENV_NAME", "Inherited", "check_new_code", "reexec", "take_inherited"]
+__all__ = ["ENV_NAME", "CodeCheck", "Inherited", "reexec", "start_code_check", "take_inherited"]
 
 ENV_NAME = "SCGIWSGI_REEXEC"
 _START_DIR = os.getcwd()
@@ -36,9 +38,16 @@ class Inherited:
     listeners: list[Listener]
     old_workers: list[int]
     alive_fd: int
+    target: int | None = None
+    """The worker count the previous image had (after TTIN/TTOU)."""
 
 
-def reexec(listeners: Sequence[Listener], old_workers: Sequence[int], alive_fd: int) -> NoReturn:
+def reexec(
+    listeners: Sequence[Listener],
+    old_workers: Sequence[int],
+    alive_fd: int,
+    target: int | None = None,
+) -> NoReturn:
     """Replace this process with a fresh run of its own command line.
 
     Raises ``OSError`` when ``exec`` fails (the caller keeps running).
@@ -53,6 +62,7 @@ def reexec(listeners: Sequence[Listener], old_workers: Sequence[int], alive_fd: 
         "listeners": described,
         "old_workers": list(old_workers),
         "alive_fd": alive_fd,
+        "target": target,
     }
     os.environ[ENV_NAME] = json.dumps(state)
     os.chdir(_START_DIR)
@@ -62,33 +72,58 @@ def reexec(listeners: Sequence[Listener], old_workers: Sequence[int], alive_fd: 
     os.execv(sys.executable, argv)
 
 
-def check_new_code(timeout: float = 120.0) -> str | None:
-    """Run this server's own command line with ``--check-config``.
+class CodeCheck:
+    """This server's own command line run with ``--check-config``, in the background.
 
-    Returns None when the new code imports (or when the process was not
-    started by the ``scgi-wsgi`` command, so there is nothing to run), else
-    the reason it does not.  Checking first means a reload to broken code
-    never replaces an arbiter that serves.
+    Checking first means a reload to broken code never replaces an arbiter
+    that serves; running it in the background keeps the arbiter's loop
+    (respawns, timeouts, signals) going meanwhile.
     """
-    argv = sys.orig_argv[1:]
-    ours = argv[:2] == ["-m", "scgiwsgi"] or os.path.basename(sys.argv[0]) == "scgi-wsgi"
-    if not ours:
-        return None
-    try:
-        result = subprocess.run(
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        self._errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - outlives this call
+        self._deadline = time.monotonic() + timeout
+        self.process = subprocess.Popen(
             [sys.executable, *argv, "--check-config"],
             cwd=_START_DIR,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=self._errors,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"the check could not run: {exc}"
-    if result.returncode == 0:
-        return None
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"the check exited with status {result.returncode}"
+
+    def result(self) -> tuple[bool, str | None]:
+        """``(done, problem)``: problem is None when the new code imports."""
+        code = self.process.poll()
+        if code is None:
+            if time.monotonic() < self._deadline:
+                return False, None
+            self.cancel()
+            return True, "the check took too long"
+        self._errors.seek(0)
+        lines = [line for line in self._errors.read().splitlines() if line.strip()]
+        self._errors.close()
+        if code == 0:
+            return True, None
+        return True, lines[-1] if lines else f"the check exited with status {code}"
+
+    def cancel(self) -> None:
+        """Stop the check (the server is stopping)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._errors.close()
+
+
+def start_code_check(timeout: float = 120.0) -> CodeCheck | None:
+    """Start checking the new code, or None when there is no command to run.
+
+    Only a process started by the ``scgi-wsgi`` command (or ``python -m
+    scgiwsgi``) can be checked; a launcher script of the user's cannot.
+    Raises ``OSError`` when the check cannot be started.
+    """
+    argv = sys.orig_argv[1:]
+    ours = argv[:2] == ["-m", "scgiwsgi"] or os.path.basename(sys.argv[0]) == "scgi-wsgi"
+    return CodeCheck(argv, timeout) if ours else None
 
 
 def take_inherited() -> Inherited | None:
@@ -105,7 +140,13 @@ def take_inherited() -> Inherited | None:
         return None
     listeners = [_adopt(entry) for entry in state["listeners"]]
     os.set_inheritable(state["alive_fd"], False)
-    return Inherited(listeners, [int(pid) for pid in state["old_workers"]], state["alive_fd"])
+    target = state.get("target")
+    return Inherited(
+        listeners,
+        [int(pid) for pid in state["old_workers"]],
+        state["alive_fd"],
+        int(target) if target is not None else None,
+    )
 
 
 def _describe(listener: Listener) -> dict[str, object]:

@@ -256,3 +256,27 @@ def test_root_without_user_warns_and_unknown_user_fails(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no user named 'no-such-user-xyz'" in result.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_trickled_body_is_cut_off(serve: ServeFactory, scgi_log: Any) -> None:
+    def reader(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = serve(reader, backend="threaded", threads=1, body_timeout=0.5)
+    head = encode_request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/"}, b"x" * 64)[:-64]
+    sock = connect(server.address)
+    started = time.monotonic()
+    sock.sendall(head)
+    try:
+        for _ in range(64):  # one byte every 0.2 s: each gap is under body_timeout
+            sock.sendall(b"x")
+            time.sleep(0.2)
+    except OSError:
+        pass  # the server closed the connection: what we want
+    finally:
+        sock.close()
+    assert time.monotonic() - started < 5.0
+    assert timed_request(server.address)[1] == 200
+    assert any("request body slower than" in r.getMessage() for r in scgi_log.records)
