@@ -50,7 +50,6 @@ __all__ = ["DEFAULT_PORT", "HandlerApp", "HandlerOutput", "SCGIHandler", "SCGISe
 log = logging.getLogger("scgiwsgi.error")
 
 DEFAULT_PORT = 4000
-_SYSTEMD_FIRST_FD = 3
 
 
 class SCGIHandler:
@@ -212,10 +211,10 @@ def _body_size(env: dict[str, str]) -> int:
 class SCGIServer:
     """python-scgi's server: serve ``handler_class`` on ``host``:``port``.
 
-    ``host`` ``""`` means every IPv4 interface.  As in python-scgi, a
-    socket passed by systemd (``LISTEN_FDS=1`` for this process) is used
-    instead of binding.  ``options`` are further scgiwsgi options
-    (``backend="fork"``, ``script_name``, ``max_body_size``...).
+    ``host`` ``""`` means every IPv4 interface.  As in python-scgi, sockets
+    passed by systemd socket activation are used instead (scgiwsgi's
+    :mod:`~scgiwsgi.systemd` takes them).  ``options`` are further scgiwsgi
+    options (``backend="fork"``, ``script_name``, ``max_body_size``...).
     """
 
     DEFAULT_PORT = DEFAULT_PORT
@@ -249,10 +248,7 @@ class SCGIServer:
         return WSGIServer(self.app, bind=self.bind_address(), app_name=name, **options)
 
     def bind_address(self) -> str:
-        """The scgiwsgi address served: ``fd://3`` under systemd, else ``host:port``."""
-        inherited = _systemd_socket()
-        if inherited is not None:
-            return inherited
+        """``host``:``port`` as an scgiwsgi address."""
         host = self.host or "0.0.0.0"
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
@@ -282,15 +278,6 @@ class SCGIServer:
             yield
         finally:
             signal.signal(signal.SIGHUP, previous)
-
-
-def _systemd_socket() -> str | None:
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return None
-    count = os.environ.get("LISTEN_FDS", "")
-    if count != "1":
-        raise ConfigError(f"LISTEN_FDS={count!r}: exactly one inherited socket is supported")
-    return f"fd://{_SYSTEMD_FIRST_FD}"
 
 
 # -- per-thread sys.stdin, sys.stdout and os.environ for produce_cgilike() ------

@@ -382,17 +382,6 @@ def test_bind_address_from_host_and_port() -> None:
     assert SCGIServer(host="::1", port=5).bind_address() == "[::1]:5"
 
 
-def test_bind_address_prefers_the_systemd_socket(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
-    monkeypatch.setenv("LISTEN_FDS", "1")
-    assert SCGIServer(port=4100).bind_address() == "fd://3"
-    monkeypatch.setenv("LISTEN_FDS", "2")
-    with pytest.raises(ConfigError, match="exactly one inherited socket"):
-        SCGIServer().bind_address()
-    monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))  # meant for another process
-    assert SCGIServer(port=4100).bind_address() == "0.0.0.0:4100"
-
-
 @pytest.fixture
 def running() -> Iterator[list[RunningServer]]:
     servers: list[RunningServer] = []
