@@ -263,9 +263,15 @@ def _split_headers(block: bytes) -> dict[bytes, bytes]:
         name = items[index]
         if not name:
             raise MalformedRequest("header block has an empty header name")
+        value = items[index + 1]
         if name in headers:
-            raise MalformedRequest(f"duplicate header {_show(name)}")
-        headers[name] = items[index + 1]
+            if not name.startswith(b"HTTP_") or name == b"HTTP_HOST":
+                raise MalformedRequest(f"duplicate header {_show(name)}")
+            # nginx before 1.23 passes a repeated client header (HTTP/2
+            # browsers split Cookie) as repeated names: join them as HTTP does.
+            separator = b"; " if name == b"HTTP_COOKIE" else b", "
+            value = headers[name] + separator + value
+        headers[name] = value
     return headers
 
 

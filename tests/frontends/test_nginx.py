@@ -422,12 +422,6 @@ def test_params_without_debian_http_host_keep_the_port(deploy: Start, tmp_path: 
 
 
 @pytest.mark.parametrize("transport", ["tcp"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="scgiwsgi bug: nginx < 1.23 (Debian 12 ships 1.22) sends a repeated client "
-    "header as repeated SCGI names; scgiwsgi rejects them with 400 where Apache and "
-    "lighttpd (and nginx >= 1.23) join the values",
-)
 def test_repeated_client_header_is_not_a_400(deploy: Start) -> None:
     if nginx_version() >= (1, 23):
         pytest.xfail("nginx >= 1.23 joins repeated headers itself")
