@@ -236,8 +236,8 @@ def _profile(top: int, iterations: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", metavar="GIT-REV", help="measure that commit's scgiwsgi/")
-    parser.add_argument("--repeat", type=int, default=7, help="timeit repeats (best is kept)")
-    parser.add_argument("--seconds", type=float, default=0.2, help="length of one repeat")
+    parser.add_argument("--repeat", type=int, default=25, help="timeit repeats (best is kept)")
+    parser.add_argument("--seconds", type=float, default=0.1, help="length of one repeat")
     parser.add_argument(
         "--profile",
         type=int,

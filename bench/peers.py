@@ -83,6 +83,11 @@ def _uwsgi(venv: Path, port: int) -> list[str]:
     ]
 
 
+def _floor(venv: Path, port: int) -> list[str]:
+    floor = str(BENCH_DIR / "floor.py")
+    return [str(venv / "bin" / "python"), floor, "127.0.0.1", str(port), "2"]
+
+
 def _gunicorn(venv: Path, port: int) -> list[str]:
     return [
         str(venv / "bin" / "gunicorn"),
@@ -130,6 +135,13 @@ PEERS: tuple[Peer, ...] = (
     ),
     Peer("uwsgi", "uWSGI --scgi-socket --processes 2", "scgi", _uwsgi, "master + 2 workers"),
     Peer("gunicorn", "gunicorn -w 2 (sync), proxy_pass", "http", _gunicorn, "arbiter + 2 workers"),
+    Peer(
+        "floor",
+        "bench/floor.py: a bare prefork loop, the pure-Python floor",
+        "scgi",
+        _floor,
+        "parent + 2 children",
+    ),
 )
 PEER_NAMES = tuple(peer.name for peer in PEERS)
 

@@ -3,7 +3,7 @@
 One command installs what is missing, runs everything on loopback, stops
 every process it started and prints the report::
 
-    python bench/run.py                # 3 rounds of 5 s per peer and scenario
+    python bench/run.py                # 3 rounds of 5 s per peer and scenario (~12 min)
     python bench/run.py --quick        # 1 short round: a smoke test
     python bench/run.py --rounds 5 --duration 10 --peers scgiwsgi-threaded,uwsgi
 

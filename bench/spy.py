@@ -6,6 +6,7 @@ with wrk, and profiles the server in one of two ways::
     python bench/spy.py                    # py-spy on every process of scgiwsgi-fork
     python bench/spy.py --peer uwsgi --scenario post64k --top 30
     python bench/spy.py --cprofile         # CPU-time cProfile of scgiwsgi in-process
+    python bench/spy.py --strace           # system calls per request (any peer)
 
 ``py-spy`` (any peer) samples wall-clock stacks of threads that are not
 asleep.  A worker that is runnable but not on a CPU still counts, so on a
@@ -19,11 +20,19 @@ at a time, as a prefork worker) under :mod:`cProfile` with a CPU-time clock,
 so only time on a CPU counts, system calls included.  cProfile's own cost
 per call inflates small Python functions; compare functions with each other,
 not with the req/s of ``bench/run.py``.
+
+``--strace`` counts the system calls of every process of the peer
+(``strace -c -f``) and divides by the requests served.  strace slows the
+server down many times: the counts are right, the times are not.
+
+``--rev GIT-REV`` profiles that commit's ``scgiwsgi/`` instead of the
+working tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,13 +126,13 @@ def _profiled_peer(stats: Path) -> Peer:
     return Peer("scgiwsgi-cprofile", "scgiwsgi single backend under cProfile", "scgi", argv)
 
 
-def _run_cprofile(args: argparse.Namespace, out: Path) -> int:
+def _run_cprofile(args: argparse.Namespace, out: Path, source: Path | None) -> int:
     import pstats
 
     stats = out / "profile.pstats"
     peer = _profiled_peer(stats)
     scenario = SCENARIO_BY_NAME[args.scenario]
-    with Bench(install.VENV, [peer], [scenario]) as bench:
+    with Bench(install.VENV, [peer], [scenario], source) as bench:
         bench.start()
         if not bench.usable(peer.name, scenario.name):
             sys.exit(f"bench: the profiled server cannot serve {scenario.name}: {bench.problems()}")
@@ -132,39 +141,58 @@ def _run_cprofile(args: argparse.Namespace, out: Path) -> int:
     print(f"scgiwsgi single backend under cProfile, {scenario.name}: {sample.requests} requests")
     if not stats.exists() or not sample.requests:
         return 1
-    report = pstats.Stats(str(stats))
-    report.strip_dirs().sort_stats("tottime").print_stats(args.top)
+    report = pstats.Stats(str(stats)).strip_dirs()
+    report.sort_stats("tottime").print_stats(args.top)
+    report.sort_stats("cumulative").print_stats(args.top)
     print(f"per request: divide the times above by {sample.requests}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--serve-profiled"]:
-        _serve_profiled("127.0.0.1", int(argv[1]), argv[2])
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--peer", default="scgiwsgi-fork", choices=PEER_NAMES[1:])
-    parser.add_argument("--scenario", default="hello", choices=sorted(SCENARIO_BY_NAME))
-    parser.add_argument("--seconds", type=int, default=8, help="sampling time (1..60)")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--top", type=int, default=20)
-    parser.add_argument(
-        "--cprofile", action="store_true", help="CPU-time cProfile of scgiwsgi (single backend)"
-    )
-    args = parser.parse_args(argv)
-    if not 1 <= args.seconds <= 60:
-        parser.error("--seconds must be 1..60")
-    install.ensure_tools()
-    install.ensure_venv()
-    if args.cprofile:
-        with tempfile.TemporaryDirectory() as out:
-            return _run_cprofile(args, Path(out))
+def _run_strace(args: argparse.Namespace, source: Path | None) -> int:
+    peer = next(p for p in PEERS if p.name == args.peer)
+    scenario = SCENARIO_BY_NAME[args.scenario]
+    with Bench(install.VENV, [peer], [scenario], source) as bench:
+        bench.start()
+        if not bench.usable(peer.name, scenario.name):
+            sys.exit(f"bench: {peer.name} cannot serve {scenario.name}: {bench.problems()}")
+        process = bench.procs[peer.name].proc
+        assert process is not None
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+            argv = ["strace", "-c", "-f", "-o", out.name]
+            for pid in process_tree(process.pid):
+                argv += ["-p", str(pid)]
+            tracer = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+            sample = bench.measure(peer.name, scenario.name, args.seconds, args.connections)
+            tracer.send_signal(signal.SIGINT)
+            try:
+                tracer.wait(30)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait(10)
+            table = out.read()
+    print(f"{peer.name}, {scenario.name}: {sample.requests} requests under strace")
+    if not sample.requests:
+        return 1
+    print(f"{'syscall':16} per request")
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+            print(f"{fields[-1]:16} {int(fields[3]) / sample.requests:6.2f}")
+        elif fields and fields[-1] == "total":
+            print(f"{'total':16} {int(fields[3]) / sample.requests:6.2f}")
+    return 0
+
+
+def _run_py_spy(args: argparse.Namespace, source: Path | None) -> int:
     if not (install.VENV / "bin" / "py-spy").exists():
         sys.exit("bench: py-spy is not installed in bench/.venv")
     peer = next(p for p in PEERS if p.name == args.peer)
     scenario = SCENARIO_BY_NAME[args.scenario]
-    with Bench(install.VENV, [peer], [scenario]) as bench, tempfile.TemporaryDirectory() as out:
+    with (
+        Bench(install.VENV, [peer], [scenario], source) as bench,
+        tempfile.TemporaryDirectory() as out,
+    ):
         bench.start()
         if not bench.usable(peer.name, scenario.name):
             sys.exit(f"bench: {peer.name} cannot serve {scenario.name}: {bench.problems()}")
@@ -189,6 +217,40 @@ def main(argv: list[str] | None = None) -> int:
     _print("self (the function itself)", own, total, args.top)
     _print("inclusive, scgiwsgi frames", inclusive, total, args.top, only="scgiwsgi/")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve-profiled"]:
+        _serve_profiled("127.0.0.1", int(argv[1]), argv[2])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peer", default="scgiwsgi-fork", choices=PEER_NAMES[1:])
+    parser.add_argument("--scenario", default="hello", choices=sorted(SCENARIO_BY_NAME))
+    parser.add_argument("--seconds", type=int, default=8, help="sampling time (1..60)")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--rev", metavar="GIT-REV", help="profile that commit's scgiwsgi/")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--cprofile", action="store_true", help="CPU-time cProfile of scgiwsgi (single backend)"
+    )
+    mode.add_argument("--strace", action="store_true", help="system calls per request")
+    args = parser.parse_args(argv)
+    if not 1 <= args.seconds <= 60:
+        parser.error("--seconds must be 1..60")
+    install.ensure_tools()
+    install.ensure_venv()
+    with tempfile.TemporaryDirectory(prefix="scgiwsgi-spy-") as out:
+        source = None
+        if args.rev:
+            source = Path(out) / "src"
+            print(f"scgiwsgi/ at {install.export_revision(args.rev, source)}")
+        if args.cprofile:
+            return _run_cprofile(args, Path(out), source)
+        if args.strace:
+            return _run_strace(args, source)
+        return _run_py_spy(args, source)
 
 
 if __name__ == "__main__":
