@@ -509,3 +509,41 @@ def test_bare_port_serves_the_request_dump(tmp_path: Path) -> None:
         assert "QUERY_STRING: 'a=b'" in body.decode().splitlines()
     finally:
         process.stop()
+
+
+FORK_LAUNCHER = """\
+import os, sys, time
+import scgiwsgi.scgi_server
+
+class PidHandler(scgiwsgi.scgi_server.SCGIHandler):
+    def produce_cgilike(self, env, bodysize):
+        time.sleep(0.5)
+        print("Content-Type: text/plain")
+        print()
+        print(os.getpid(), os.environ["QUERY_STRING"])
+
+scgiwsgi.scgi_server.SCGIServer(
+    handler_class=PidHandler, host="127.0.0.1", port=int(sys.argv[1]), max_children=3,
+    backend="fork",
+).serve()
+"""
+
+
+def test_handlers_on_the_fork_backend(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "fork_launcher.py"
+    script.write_text(FORK_LAUNCHER)
+    process = ScriptProcess(script, tmp_path / "fork.log", [str(port)])
+    try:
+        process.start()
+        address = process.wait_started()
+        assert "fork (3 workers, 1 thread each)" in process.log_text()
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda n: raw_request(address, f"/?n{n}"), range(3)))
+        lines = [split_response(raw)[2].decode().split() for raw in answers]
+        assert [query for _, query in lines] == ["n0", "n1", "n2"]
+        assert len({pid for pid, _ in lines}) == 3, "three slow requests, three workers"
+    finally:
+        process.stop()
