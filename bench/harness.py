@@ -328,6 +328,12 @@ class Bench:
         for peer in self.died:
             tail = _tail(self.procs[peer].log)
             found.append({"peer": peer, "what": f"died during the run: {tail}", "fatal": True})
+        for name, process in self.procs.items():
+            tracebacks = _tracebacks(process.log)
+            if tracebacks:
+                kinds = "; ".join(sorted(set(tracebacks))[:3])
+                what = f"{len(tracebacks)} traceback(s) in its log: {kinds}"
+                found.append({"peer": name, "what": what, "fatal": False})
         for line in nginx.complaints(self.prefix / "error.log")[:20]:
             found.append({"peer": "nginx", "what": line, "fatal": False})
         return found
@@ -348,6 +354,24 @@ def _wrk_result(stdout: str) -> dict[str, Any]:
         if line.startswith("BENCH-JSON "):
             return json.loads(line[len("BENCH-JSON ") :])  # type: ignore[no-any-return]
     return {}
+
+
+def _tracebacks(log: Path | None) -> list[str]:
+    """The exception line that ends each traceback in a peer's log."""
+    if log is None:
+        return []
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found, inside = [], False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            found.append(line.strip()[:160])
+            inside = False
+    return found
 
 
 def _tail(log: Path | None, lines: int = 3) -> str:

@@ -6,6 +6,7 @@ every process it started and prints the report::
     python bench/run.py                # 3 rounds of 5 s per peer and scenario (~12 min)
     python bench/run.py --quick        # 1 short round: a smoke test
     python bench/run.py --rounds 5 --duration 10 --peers scgiwsgi-threaded,uwsgi
+    python bench/run.py --report bench/results/run-XXXX.json   # print a saved run again
 
 Peers alternate inside every round (the order rotates from round to round)
 so machine drift spreads over all of them.  Each measurement is one wrk run
@@ -60,6 +61,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure scgiwsgi/ as of this commit (default: the working tree)",
     )
     parser.add_argument("--no-install", action="store_true", help="never install anything")
+    parser.add_argument(
+        "--report", metavar="JSON", help="print a saved run (bench/results/run-*.json) again"
+    )
     parser.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop starting runs after this long"
     )
@@ -152,8 +156,26 @@ def _measure_all(args: argparse.Namespace, bench: Bench, deadline: float) -> lis
     return samples
 
 
+def _rerender(path: Path) -> int:
+    """Print the report of a saved run (``bench/results/run-*.json``) again."""
+    raw = json.loads(path.read_text())
+    fields = {field.name for field in dataclasses.fields(Sample)}
+    samples = [Sample(**{k: v for k, v in item.items() if k in fields}) for item in raw["samples"]]
+    names = {sample.peer for sample in samples} | set(raw["processes"])
+    peers = [peer for peer in PEERS if peer.name in names]
+    scenarios = [s for s in SCENARIOS if any(sample.scenario == s.name for sample in samples)]
+    text, rst = report.render(
+        raw["meta"], samples, raw["processes"], raw["problems"], peers, scenarios
+    )
+    print(text)
+    path.with_suffix(".rst").write_text(rst)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.report:
+        return _rerender(Path(args.report))
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
     if not args.no_install:
