@@ -98,8 +98,10 @@ class Arbiter:
         app_name: str,
         reload_by_reexec: bool = False,
         inherited: Inherited | None = None,
+        on_hup: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_hup = on_hup
         self.reload_by_reexec = reload_by_reexec
         self.listeners = listeners
         self.app = app
@@ -144,6 +146,8 @@ class Arbiter:
         """Fork the workers and supervise them until stopped; return the exit status."""
         set_process_title(f"scgi-wsgi arbiter: {self.app_name}")
         previous = self._install_signals()
+        # Every caught signal also wakes the select (no handler can run late).
+        previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             self._spawn_missing()
             while self.workers or self._state is _State.RUNNING:
@@ -153,6 +157,7 @@ class Arbiter:
                 self._reap()
                 self._tend()
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
             self._restore_signals(previous)
             self._close_pipes()
         return self.exit_status
@@ -202,6 +207,9 @@ class Arbiter:
 
     def _handle_sighup(self) -> None:
         if self._state is not _State.RUNNING:
+            return
+        if self.on_hup is not None:
+            self.on_hup()  # the embedding program decides (flup's launchers stop)
             return
         if self.reload_by_reexec:
             self._reexec()

@@ -84,6 +84,8 @@ class WSGIServer:
         self.listeners: list[Listener] = []
         self._backend: Backend | None = None
         self._arbiter: Arbiter | None = None
+        self.on_hup: Callable[[], None] | None = None
+        """With the fork backend, called on SIGHUP instead of the graceful reload."""
         self._inherited: Inherited | None = None
         self._stop_requested = threading.Event()
         self._access_log: AccessLog | None = None
@@ -175,6 +177,7 @@ class WSGIServer:
             app_name=self.app_name,
             reload_by_reexec=reloadable,
             inherited=self._inherited,
+            on_hup=self.on_hup,
         )
         workers, threads = self.config.worker_count, self.config.thread_count
         log.info(

@@ -372,11 +372,6 @@ def test_threaded_launcher_sighup_exits_42_after_the_request(
     assert "received SIGHUP" in process.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fork backend's arbiter handles SIGHUP itself (worker reload) and offers no "
-    "hook to stop instead, so run() cannot return True; see the report to the lead",
-)
 def test_fork_launcher_sighup_exits_42(
     launcher: Callable[..., tuple[ScriptProcess, str]],
 ) -> None:

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import logging
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -125,9 +126,20 @@ class Backend(abc.ABC):
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown`, then finish in-flight requests."""
         self.start()
+        # A caught signal may be handled late (it landed on a worker thread, or
+        # just before select()), leaving select() asleep: the wake-up fd makes
+        # every caught signal wake the loop.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous_wakeup = (
+            signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)
+            if in_main
+            else -1
+        )
         try:
             self._loop()
         finally:
+            if in_main:
+                signal.set_wakeup_fd(previous_wakeup)
             self._close_listeners()
             left = self._stop_deadline - time.monotonic() if self._stop_deadline else None
             self.finish(self.config.graceful_timeout if left is None else max(left, 0.0))

@@ -141,6 +141,8 @@ class _Worker:
         self._term_before_serving = False
 
     def run(self) -> int:
+        # The arbiter's wake-up fd is inherited: unset it before closing it.
+        signal.set_wakeup_fd(-1)
         for fd in self.context.close_fds:
             _close_quietly(fd)
         self._install_signals()

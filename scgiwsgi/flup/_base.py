@@ -200,11 +200,16 @@ class FlupServer:
             yield
             return
 
-        def on_hup(signum: int, frame: FrameType | None) -> None:
+        def stop_for_restart() -> None:
             log.info("received SIGHUP: stopping; run() returns True for a restart")
             self._hup_received = True
             self.server.shutdown()
 
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            stop_for_restart()
+
+        # The fork backend's arbiter owns SIGHUP: it calls on_hup instead.
+        self.server.on_hup = stop_for_restart
         previous = signal.signal(signal.SIGHUP, on_hup)
         try:
             yield
