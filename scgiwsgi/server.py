@@ -260,7 +260,7 @@ class WSGIServer:
     def _install_signal_handlers(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+        previous = {signum: signal.getsignal(signum) for signum in (*_STOP_SIGNALS, signal.SIGUSR1)}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info(
@@ -270,8 +270,14 @@ class WSGIServer:
             )
             self.shutdown()
 
+        def on_reopen(signum: int, frame: FrameType | None) -> None:
+            if self._access_log is not None:
+                log.info("received SIGUSR1: reopening the access log")
+                self._access_log.reopen()
+
         for signum in _STOP_SIGNALS:
             signal.signal(signum, on_signal)
+        signal.signal(signal.SIGUSR1, on_reopen)
 
         def restore() -> None:
             for signum, handler in previous.items():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import pwd
+import signal
 import socket
 import subprocess
 import sys
@@ -130,11 +132,13 @@ def _answers(path: str) -> bool:
         return False
 
 
-def test_many_connections_opened_and_dropped(serve: ServeFactory) -> None:
+def test_many_connections_opened_and_dropped(serve: ServeFactory, scgi_log: Any) -> None:
     server = serve(hello, backend="threaded", threads=2)
-    for _ in range(2000):
+    for _ in range(10_000):
         connect(server.address, timeout=5.0).close()
     assert timed_request(server.address)[1] == 200
+    noisy = [r for r in scgi_log.records if r.levelno >= logging.WARNING]
+    assert not [r for r in noisy if not r.getMessage().startswith("running as root")]
 
 
 # -- who may connect ---------------------------------------------------------------------
@@ -280,3 +284,27 @@ def test_trickled_body_is_cut_off(serve: ServeFactory, scgi_log: Any) -> None:
     assert time.monotonic() - started < 5.0
     assert timed_request(server.address)[1] == 200
     assert any("request body slower than" in r.getMessage() for r in scgi_log.records)
+
+
+def test_usr1_reopens_the_access_log_of_an_in_process_server(tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+    path = str(tmp_path / "s.sock")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scgiwsgi", "examples.hello", "--bind", f"unix:{path}",
+         "--access-log", str(access)],
+        cwd=ROOT, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: os.path.exists(path) and _answers(path), timeout=10.0)
+        rotated = tmp_path / "access.log.1"
+        access.rename(rotated)
+        process.send_signal(signal.SIGUSR1)
+        assert wait_for(lambda: access.exists(), timeout=5.0)
+        assert request(f"unix:{path}", path="/after", timeout=5.0).status == 200
+        assert wait_for(lambda: "/after" in access.read_text(), timeout=5.0)
+        assert "/after" not in rotated.read_text()
+        assert process.poll() is None, "SIGUSR1 must not stop the server"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
