@@ -244,7 +244,7 @@ def test_builtin_page_lists_sorted_cgi_parameters(
     ("spec", "expected"),
     [
         ("examples.hello", b"Hello, world!\n"),
-        ("examples/flask_app.py:app", b"Hello from Flask!\n"),
+        ("examples/flask_app/__init__.py:app", b"Hello from Flask!\n"),
         ("examples.flask_app:app", b"Hello from Flask!\n"),
     ],
 )

@@ -784,7 +784,7 @@ def test_access_log_in_combined_format(live: LiveFactory, tmp_path: Path) -> Non
 
 def load_flask_app() -> Any:
     pytest.importorskip("flask")
-    path = ROOT / "examples" / "flask_app.py"
+    path = ROOT / "examples" / "flask_app" / "__init__.py"
     spec = importlib.util.spec_from_file_location("scgiwsgi_test_flask_app", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

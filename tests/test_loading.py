@@ -395,7 +395,7 @@ def test_example_hello_loads_and_answers() -> None:
 
 def test_example_flask_app_loads_from_file() -> None:
     pytest.importorskip("flask")
-    app: Any = load_app("examples/flask_app.py:app", chdir=str(REPO_ROOT))
+    app: Any = load_app("examples/flask_app/__init__.py:app", chdir=str(REPO_ROOT))
     client = app.test_client()
     info = client.get("/info", base_url="https://example.test/prefix").get_json()
     assert info["path"] == "/info"
@@ -405,3 +405,25 @@ def test_example_flask_app_loads_from_file() -> None:
     assert client.post("/echo", data={"a": "1"}).get_json() == {"a": ["1"]}
     upload = client.post("/upload", data={"file": (io.BytesIO(b"data"), "d.bin")})
     assert upload.get_data(as_text=True).strip() == hashlib.sha256(b"data").hexdigest()
+
+
+def test_example_flask_app_login_flow() -> None:
+    pytest.importorskip("flask")
+    app: Any = load_app("examples.flask_app:app", pythonpath=[str(REPO_ROOT)])
+    client = app.test_client()
+    base = "http://example.test/prefix"
+    form = client.get("/login", base_url=base).get_data(as_text=True)
+    assert 'action="/prefix/login"' in form
+    assert 'href="/prefix/static/style.css"' in form
+    wrong = client.post("/login", data={"username": "demo", "password": "x"}, base_url=base)
+    assert wrong.status_code == 200
+    assert "Wrong user name or password." in wrong.get_data(as_text=True)
+    signed_in = client.post(
+        "/login", data={"username": "demo", "password": "scgiwsgi"}, base_url=base
+    )
+    assert signed_in.status_code == 302
+    assert signed_in.headers["Location"] == "/prefix/"  # relative: the browser resolves it
+    assert "Hello, demo!" in client.get("/", base_url=base).get_data(as_text=True)
+    assert client.post("/logout", base_url=base).headers["Location"] == "/prefix/login"
+    assert client.get("/", base_url=base).get_data(as_text=True) == "Hello from Flask!\n"
+    assert client.get("/static/style.css").status_code == 200  # found from the package
