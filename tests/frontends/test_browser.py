@@ -1,25 +1,38 @@
-"""A real browser, headless Chromium, through nginx in front of the Django example.
+"""A real browser, headless Chromium, through nginx in front of the examples.
 
-The visit a person would make: open the guest book under ``/app``, type a
-name into the form, submit it (the browser keeps the CSRF cookie and sends
-its Origin), follow the redirect and see the thank-you page, styled by the
-stylesheet nginx served.  Needs Debian's ``chromium`` and ``chromium-driver``
+The visits a person would make.  Django: open the guest book under ``/app``,
+type a name into the form, submit it (the browser keeps the CSRF cookie and
+sends its Origin), follow the redirect and see the thank-you page, styled by
+the stylesheet nginx served.  Flask, at ``/`` and under ``/app``: open the
+login page, get the password wrong and see the error, log in, follow the
+relative redirect under the prefix and see the greeting (the session cookie
+kept by the browser).  Needs Debian's ``chromium`` and ``chromium-driver``
 and the ``selenium`` package (test extra); skipped without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
-from .common import Deployment, Site
+from .common import EXAMPLES, Deployment, Site
 from .nginx import SCGI_PARAMS, Nginx, debian_host_param
 from .test_django import SITE_DIR, static_root  # noqa: F401  (the fixture)
 
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
 NAME = "Zoë"
+FLASK_STATIC = EXAMPLES / "flask_app" / "static"
+# The demo credentials of examples/flask_app (its docstring).
+DEMO_USER, DEMO_PASSWORD = "demo", "scgiwsgi"
 
 
 def _binaries() -> tuple[str, str]:
@@ -30,6 +43,32 @@ def _binaries() -> tuple[str, str]:
     if driver is None:
         pytest.skip("chromedriver not installed (Debian package: chromium-driver)")
     return chromium, driver
+
+
+@contextlib.contextmanager
+def _chromium(chromium: str, chromedriver: str, tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Chromium driven by chromedriver, quit on the way out."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=chromedriver, log_output=str(tmp_path / "chromedriver.log"))
+    browser = webdriver.Chrome(options=options, service=service)
+    try:
+        browser.set_page_load_timeout(30)
+        yield browser
+    finally:
+        browser.quit()
 
 
 def _params_keeping_the_port(directory: Path) -> Path:
@@ -57,8 +96,7 @@ def test_sign_the_guest_book_in_chromium(
     chromium, chromedriver = _binaries()
     if params == "without-port" and not debian_host_param():
         pytest.skip("this scgi_params sends no HTTP_HOST line (not Debian's)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -80,22 +118,8 @@ def test_sign_the_guest_book_in_chromium(
         scgi_env={"DJANGO_STATIC_ROOT": str(static_root)},
     )
     (d.front.html_dir / "favicon.ico").write_bytes(b"")  # the browser asks for it
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    service = Service(executable_path=chromedriver, log_output=str(tmp_path / "chromedriver.log"))
     try:
-        browser = webdriver.Chrome(options=options, service=service)
-        try:
-            browser.set_page_load_timeout(30)
+        with _chromium(chromium, chromedriver, tmp_path) as browser:
             base = d.front.base_url
             browser.get(f"{base}/app/")
             assert browser.title == "Guest book"
@@ -119,11 +143,70 @@ def test_sign_the_guest_book_in_chromium(
                 "return getComputedStyle(document.getElementById('thanks')).color"
             )
             assert color == "rgb(34, 170, 102)"  # style.css, served by nginx
-        finally:
-            browser.quit()
         log = d.scgi.access_log_text()
         assert '"POST /app/ HTTP/1.1" 302' in log, log
         assert '"GET /app/thanks/Zo%C3%AB/ HTTP/1.1" 200' in log, log
+        assert "/static/" not in log
+        d.assert_clean_logs()
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "transport"), [("", "tcp"), ("/app", "unix")], ids=["root-tcp", "app-unix"]
+)
+def test_log_in_to_the_flask_example_in_chromium(
+    prefix: str, transport: str, tmp_path: Path
+) -> None:
+    chromium, chromedriver = _binaries()
+    pytest.importorskip("flask", reason="Flask is in the test extra: pip install -e '.[test]'")
+    pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = Deployment.start(
+        tmp_path / "d",
+        "examples.flask_app:app",
+        Nginx,
+        transport=transport,
+        site=Site.example("nginx.conf", prefix, static_dir=FLASK_STATIC),
+        script_name=prefix,
+    )
+    (d.front.html_dir / "favicon.ico").write_bytes(b"")  # the browser asks for it
+    try:
+        with _chromium(chromium, chromedriver, tmp_path) as browser:
+            base = d.front.base_url
+            browser.get(f"{base}{prefix}/login")
+            assert browser.title == "Sign in"
+            browser.find_element(By.NAME, "username").send_keys(DEMO_USER)
+            browser.find_element(By.NAME, "password").send_keys("not the password")
+            browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            WebDriverWait(browser, 30).until(
+                expected_conditions.presence_of_element_located((By.ID, "error"))
+            )
+            assert browser.find_element(By.ID, "error").text == "Wrong user name or password."
+            assert urlsplit(browser.current_url).path == f"{prefix}/login"
+
+            # The form comes back with the user name kept: only the password again.
+            assert browser.find_element(By.NAME, "username").get_attribute("value") == DEMO_USER
+            browser.find_element(By.NAME, "password").send_keys(DEMO_PASSWORD)
+            browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            WebDriverWait(browser, 30).until(
+                expected_conditions.presence_of_element_located((By.ID, "greeting"))
+            )
+            # The relative Location ("{prefix}/") was followed under the prefix.
+            assert browser.current_url == f"{base}{prefix}/"
+            assert browser.find_element(By.ID, "greeting").text == f"Hello, {DEMO_USER}!"
+            assert browser.get_cookie("session") is not None
+            color = browser.execute_script(
+                "return getComputedStyle(document.getElementById('greeting')).color"
+            )
+            assert color == "rgb(34, 170, 102)"  # style.css, served by nginx
+        log = d.scgi.access_log_text()
+        assert f'"POST {prefix}/login HTTP/1.1" 200' in log, log
+        assert f'"POST {prefix}/login HTTP/1.1" 302' in log, log
+        assert f'"GET {prefix}/ HTTP/1.1" 200' in log, log
         assert "/static/" not in log
         d.assert_clean_logs()
     finally:
