@@ -37,7 +37,7 @@ from .redirects import AbsoluteRedirects
 from .response import ClientDisconnected, FileWrapper, Response
 from .wsgi_input import BodyInput
 
-__all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "Pending"]
+__all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "PeerName", "Pending"]
 
 log = logging.getLogger("scgiwsgi.error")
 
@@ -71,7 +71,7 @@ class Pending:
         self,
         sock: socket.socket,
         listener: ListenerInfo,
-        peer: str,
+        peer: PeerName,
         parser: RequestParser,
         started: float,
         deadline: float,
@@ -122,7 +122,7 @@ class ConnectionHandler:
         (``--inetd``).  Backends use :meth:`open`, :meth:`advance` and
         :meth:`serve` so that a slow header never holds a thread.
         """
-        peer = _peer_name(sock, listener)
+        peer = PeerName(sock, listener)
         try:
             started = time.monotonic()
             parser = self._new_parser()
@@ -143,7 +143,7 @@ class ConnectionHandler:
         The socket is made non-blocking; call :meth:`advance` when it is
         readable and :meth:`expire` once ``pending.deadline`` has passed.
         """
-        peer = _peer_name(sock, listener)
+        peer = PeerName(sock, listener)
         if self.allow is not None and not self.allow.permits(sock, peer):
             sock.close()
             return None
@@ -233,7 +233,7 @@ class ConnectionHandler:
         self,
         sock: socket.socket,
         listener: ListenerInfo,
-        peer: str,
+        peer: PeerName,
         parser: RequestParser,
         head: RequestHead,
         started: float,
@@ -266,7 +266,7 @@ class ConnectionHandler:
             _finish(sock, body, self.config.body_timeout)
 
     def _log_access(
-        self, environ: dict[str, Any], response: Response, seconds: float, peer: str
+        self, environ: dict[str, Any], response: Response, seconds: float, peer: PeerName
     ) -> None:
         # A log that cannot be written (disk full, or closed by a server that
         # stopped while this request ran past graceful_timeout) must not
@@ -279,7 +279,7 @@ class ConnectionHandler:
             log.warning("%s: access log line not written: %s", peer, exc)
 
     def _read_head(
-        self, sock: socket.socket, parser: RequestParser, peer: str
+        self, sock: socket.socket, parser: RequestParser, peer: PeerName
     ) -> RequestHead | None:
         try:
             return _receive_head(sock, parser, self.config.header_timeout)
@@ -400,7 +400,7 @@ def _send_file(
         raise ClientDisconnected(str(exc)) from None
 
 
-def _reject(sock: socket.socket, peer: str, exc: ProtocolError) -> None:
+def _reject(sock: socket.socket, peer: PeerName, exc: ProtocolError) -> None:
     log.warning("%s: rejected request (%d): %s", peer, exc.status_hint, exc.reason)
     try:
         sock.settimeout(_ERROR_DRAIN_SECONDS)
@@ -455,6 +455,27 @@ def _abort(sock: socket.socket) -> None:
     """Close with a TCP reset so the front end sees a failed response."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class PeerName:
+    """The peer of a connection for log lines, looked up only when one is written.
+
+    Strategy: ``getpeername`` costs a system call per request, and the name
+    is only needed when something is logged: ``%s`` formatting calls
+    :meth:`__str__` when a record is emitted.
+    """
+
+    __slots__ = ("_listener", "_name", "_sock")
+
+    def __init__(self, sock: socket.socket, listener: ListenerInfo) -> None:
+        self._sock = sock
+        self._listener = listener
+        self._name: str | None = None
+
+    def __str__(self) -> str:
+        if self._name is None:
+            self._name = _peer_name(self._sock, self._listener)
+        return self._name
 
 
 def _peer_name(sock: socket.socket, listener: ListenerInfo) -> str:

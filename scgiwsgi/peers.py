@@ -57,7 +57,7 @@ class AllowList:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
-    def permits(self, sock: socket.socket, peer: str) -> bool:
+    def permits(self, sock: socket.socket, peer: object) -> bool:
         """True for unix peers and allowed TCP peers; logs refusals (rate-limited)."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             return True
@@ -70,7 +70,7 @@ class AllowList:
         self._log_refusal(peer)
         return False
 
-    def _log_refusal(self, peer: str) -> None:
+    def _log_refusal(self, peer: object) -> None:
         now = time.monotonic()
         with self._lock:
             if now - self._last_log < _LOG_INTERVAL:

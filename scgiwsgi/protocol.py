@@ -258,6 +258,15 @@ def _split_headers(block: bytes) -> dict[bytes, bytes]:
     items = block[:-1].split(b"\0")
     if len(items) % 2:
         raise MalformedRequest("header block has a name without a value")
+    # Strategy: build the dict in C; only a block with a repeated or empty
+    # name (rare) takes the loop below, which also names the problem.
+    headers = dict(zip(items[0::2], items[1::2], strict=True))
+    if len(headers) * 2 == len(items) and b"" not in headers:
+        return headers
+    return _split_repeated(items)
+
+
+def _split_repeated(items: list[bytes]) -> dict[bytes, bytes]:
     headers: dict[bytes, bytes] = {}
     for index in range(0, len(items), 2):
         name = items[index]
