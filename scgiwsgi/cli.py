@@ -105,6 +105,13 @@ def _default(name: str) -> str:
     help="With --fork, import the app once in the arbiter before forking.",
 )
 @click.option(
+    "--reload",
+    is_flag=True,
+    default=None,
+    help="For development: restart the workers when a .py file of the app changes "
+    "(needs watchfiles). Implies --fork with one worker; not with --preload.",
+)
+@click.option(
     "--max-requests",
     type=click.IntRange(min=0),
     metavar="N",
@@ -286,6 +293,8 @@ def command(
         settings["bind"] = (*settings.get("bind", ()), f"127.0.0.1:{settings.pop('app')}")
     if inetd and "bind" in settings:
         raise click.UsageError("--inetd serves the connection on stdin; it takes no --bind")
+    if inetd and settings.get("reload"):
+        raise click.UsageError("--inetd serves one connection and exits; it takes no --reload")
     if settings.get("backend") == "single" and "threads" in settings:
         raise click.UsageError("--threads applies to --threaded and --fork, not --single")
     for name in ("log_level", "access_log_format"):

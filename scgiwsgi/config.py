@@ -53,6 +53,10 @@ class Config:
     """Worker processes of the ``fork`` backend; default: the number of CPUs."""
     preload: bool = False
     """``fork``: import the app once in the arbiter, before forking."""
+    reload: bool = False
+    """Development: restart the workers when a ``*.py`` file of the app changes
+    (:mod:`scgiwsgi.reloader`, needs watchfiles).  Implies the ``fork`` backend,
+    with one worker unless ``workers`` is given; not with ``preload``."""
     max_requests: int = 0
     """``fork``: a worker retires after this many requests (0: never)."""
     max_requests_jitter: int = 0
@@ -124,6 +128,8 @@ class Config:
             )
         if not self.bind:
             raise ConfigError("bind: at least one address is needed")
+        if self.reload:
+            self._check_reload()
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.log_level not in LOG_LEVELS:
@@ -162,6 +168,17 @@ class Config:
             from .devhttp import parse_http_address  # lazy: it imports http.server
 
             parse_http_address(self.http)
+
+    def _check_reload(self) -> None:
+        _require(
+            not self.preload,
+            "reload imports the app afresh in each new worker; it cannot be used with preload",
+        )
+        _require(self.app is not None, "reload watches the app's source: name the app to import")
+        # The arbiter keeps the sockets while workers come and go.
+        object.__setattr__(self, "backend", "fork")
+        if self.workers is None:
+            object.__setattr__(self, "workers", 1)
 
     @property
     def thread_count(self) -> int:

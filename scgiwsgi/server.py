@@ -32,6 +32,7 @@ from .systemd import Notifier, activated_listeners
 
 if TYPE_CHECKING:
     from .devhttp import DevFront
+    from .reloader import Reloader
 
 __all__ = ["WSGIServer"]
 
@@ -132,16 +133,27 @@ class WSGIServer:
         self.bind()
         pid_file = _PidFile(self.config.pid_file)
         dev_front: DevFront | None = None
+        reloader: Reloader | None = None
+        previous_hup: Any = None
         try:
             pid_file.write()
             self._open_access_log()
             secure(self.config, self.listeners)
             dev_front = self._start_dev_front()
+            if self.config.reload:
+                # A change noticed before or after the arbiter's own handler
+                # is in place must not end the process (SIGHUP's default).
+                previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                reloader = self._start_reloader()
             if self.config.backend == "fork":
                 return self._run_arbiter()
             self._run_in_process()
             return 0
         finally:
+            if reloader is not None:
+                reloader.close()
+            if previous_hup is not None:
+                signal.signal(signal.SIGHUP, previous_hup)
             if dev_front is not None:
                 dev_front.close()
             self._notifier.stopping()
@@ -200,6 +212,13 @@ class WSGIServer:
         from .devhttp import start_dev_front  # imports http.server: only when asked
 
         return start_dev_front(self.config, self.listeners, rebinding=self._inherited is not None)
+
+    def _start_reloader(self) -> Reloader:
+        if self.app_loader is None:
+            raise ConfigError("reload needs the app as an import spec, not an application object")
+        from .reloader import Reloader, watch_dirs
+
+        return Reloader(watch_dirs(self.config), os.getpid(), self.listeners)
 
     def _loaded_app(self) -> WSGIApp:
         if self.app is None:
