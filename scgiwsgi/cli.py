@@ -162,16 +162,19 @@ def _default(name: str) -> str:
 @click.option(
     "--max-header-size",
     type=SizeParam(),
+    metavar="SIZE",
     help=f"Largest SCGI header block (431 above). [default: {_default('max_header_size')}]",
 )
 @click.option(
     "--max-body-size",
     type=SizeParam(),
+    metavar="SIZE",
     help="Largest request body (413 above). [default: unlimited]",
 )
 @click.option(
     "--socket-mode",
     type=ModeParam(),
+    metavar="MODE",
     help=f"Mode of unix sockets. [default: {_default('socket_mode')}]",
 )
 @click.option(
