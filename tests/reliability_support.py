@@ -1,5 +1,7 @@
 """Servers as child processes, and fast raw clients, for the reliability suites.
 
+The ``prefork`` fixture of ``test_prefork.py`` starts its servers here too.
+
 :func:`server_processes` is a context manager yielding ``start(*args)``,
 which runs ``python -m scgiwsgi APP ARGS`` from the repository root with its
 error log in a file and waits for the startup line.  Each child carries a
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -116,13 +118,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) 
 class ServerProcess:
     """A running ``python -m scgiwsgi ...``, its addresses and its error log."""
 
-    def __init__(self, argv: list[str], workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        markers_var: str = MARKERS_VAR,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.argv = argv
         self.workdir = workdir
+        self.request_timeout = request_timeout
         self.log_path = workdir / "error.log"
         self.markers = workdir / "markers"
         self.markers.mkdir()
-        env = {**env, MARKERS_VAR: str(self.markers)}
+        env = {**env, markers_var: str(self.markers)}
         with open(self.log_path, "wb") as log, open(workdir / "stdout.log", "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scgiwsgi", *argv],
@@ -135,6 +146,7 @@ class ServerProcess:
             )
         self.pid = self.proc.pid
         self.addresses: list[str] = []
+        self.backend = ""
 
     @property
     def address(self) -> str:
@@ -145,7 +157,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_started(self, timeout: float = START_TIMEOUT) -> None:
-        """Wait for the startup line and read the bound addresses from it."""
+        """Wait for the startup line; read the bound addresses and the backend from it."""
 
         def started() -> bool:
             return _STARTUP_RE.search(self.log) is not None or self.proc.poll() is not None
@@ -157,6 +169,7 @@ class ServerProcess:
             pytest.fail(f"no startup line within {timeout}s ({state}):\n{self.log}")
         assert int(match.group("pid")) == self.pid, "the startup line is not our process's"
         self.addresses = [part.split(" (")[0] for part in match.group("addresses").split(", ")]
+        self.backend = match.group("backend")
 
     def workers(self) -> set[int]:
         return children(self.pid)
@@ -180,7 +193,7 @@ class ServerProcess:
         return self.workers()
 
     def request(self, path: str = "/", query: str = "", **kwargs: object) -> SCGIResponse:
-        kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+        kwargs.setdefault("timeout", self.request_timeout)
         return request(self.address, path=path, query=query, **kwargs)  # type: ignore[arg-type]
 
     def signal(self, signum: int) -> None:
@@ -208,17 +221,28 @@ StartServer = Callable[..., ServerProcess]
 
 
 @contextlib.contextmanager
-def server_processes(tmp_path: Path) -> Iterator[StartServer]:
+def server_processes(
+    tmp_path: Path,
+    *,
+    pythonpath: Sequence[Path] = (),
+    markers_var: str = MARKERS_VAR,
+    start_timeout: float = START_TIMEOUT,
+    stop_timeout: float = STOP_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> Iterator[StartServer]:
     """Yield ``start(*args, app=..., transport="tcp", wait=True)``; clean up after.
 
     ``args`` are command-line options; ``--bind`` is added (``127.0.0.1:0``,
-    a unix socket, or ``both``) unless ``args`` has one.
+    a unix socket, or ``both``) unless ``args`` has one.  ``pythonpath``
+    goes after the repository on the children's ``PYTHONPATH``; the app
+    finds its markers directory in ``markers_var``.  At the end each server
+    still running gets SIGINT and ``stop_timeout`` seconds to exit 0.
     """
     token = uuid.uuid4().hex
     env = dict(os.environ)
     env.pop("PYTHONWARNINGS", None)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *map(str, pythonpath)])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # rewritten modules must not come back from a .pyc
     env[TOKEN_VAR] = token
     servers: list[ServerProcess] = []
 
@@ -236,29 +260,31 @@ def server_processes(tmp_path: Path) -> Iterator[StartServer]:
             }[transport]
             for bind in binds:
                 argv += ["--bind", bind]
-        server = ServerProcess(argv, workdir, env)
+        server = ServerProcess(
+            argv, workdir, env, markers_var=markers_var, request_timeout=request_timeout
+        )
         servers.append(server)
         if wait:
-            server.wait_started()
+            server.wait_started(start_timeout)
         return server
 
     try:
         yield start
     finally:
-        _stop_all(servers, token)
+        _stop_all(servers, token, stop_timeout)
 
 
-def _stop_all(servers: list[ServerProcess], token: str) -> None:
+def _stop_all(servers: list[ServerProcess], token: str, stop_timeout: float) -> None:
     problems = []
     for server in servers:
         if server.proc.poll() is None:
             server.signal(signal.SIGINT)
             try:
-                status = server.proc.wait(timeout=STOP_TIMEOUT)
+                status = server.proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 server.proc.kill()
-                server.proc.wait(timeout=STOP_TIMEOUT)
-                problems.append(f"server {server.pid} ignored SIGINT for {STOP_TIMEOUT}s")
+                server.proc.wait(timeout=stop_timeout)
+                problems.append(f"server {server.pid} ignored SIGINT for {stop_timeout}s")
             else:
                 if status != 0:
                     problems.append(f"server {server.pid} exited with {status} after SIGINT")

@@ -18,34 +18,27 @@ a broken import write small modules into ``tmp_path``.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import json
 import os
 import re
-import resource
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability_support import ServerProcess, StartServer, is_alive, server_processes, wait_for
 
 from scgiwsgi.client import ResponseFormatError, SCGIResponse, request
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = Path(__file__).resolve().parent / "prefork_apps.py"
 APP_SPEC = "tests/prefork_apps.py:app"
-TOKEN_VAR = "SCGIWSGI_PREFORK_TEST_TOKEN"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 5.0
-STARTUP_RE = re.compile(r"serving \S+ on (?P<addresses>.+) with the fork .+ backend, pid (\d+)")
 FAILED = (OSError, ResponseFormatError)
 """What a request that gets no complete response raises."""
 
@@ -58,213 +51,41 @@ def _line_of(marker: str) -> int:
 HANG_LINE = _line_of("# the line the timeout stack dump must name")
 
 
-# -- /proc ----------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """``(state, ppid)`` of ``pid``, None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def is_alive(pid: int) -> bool:
-    """A process that exists and is not a zombie."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def children(ppid: int) -> set[int]:
-    """Live children of ``ppid``."""
-    found = set()
-    for pid in _all_pids():
-        stat = _stat(pid)
-        if stat is not None and stat[1] == ppid and stat[0] != "Z":
-            found.add(pid)
-    return found
-
-
-def tagged_processes(token: str) -> dict[int, str]:
-    """Live processes whose environment carries ``token``: pid -> command line."""
-    needle = f"{TOKEN_VAR}={token}\0".encode()
-    found = {}
-    for pid in _all_pids():
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and is_alive(pid):
-            found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
-    return found
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-# -- a server process -----------------------------------------------------------
-
-
-class PreforkServer:
-    """A running ``python -m scgiwsgi ... --fork`` and what it left in files."""
-
-    def __init__(self, args: list[str], workdir: Path, env: dict[str, str]) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.markers = workdir / "markers"
-        self.markers.mkdir()
-        self.log_path = workdir / "error.log"
-        env = {**env, "PREFORK_MARKERS": str(self.markers)}
-        with open(self.log_path, "wb") as log, open(workdir / "stdout.log", "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "scgiwsgi", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=log,
-                preexec_fn=_no_core_files,
-            )
-        self.pid = self.proc.pid
-        self.address = ""
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_started(self, timeout: float = START_TIMEOUT) -> None:
-        def started() -> bool:
-            return STARTUP_RE.search(self.log) is not None or self.proc.poll() is not None
-
-        if not wait_for(started, timeout):
-            pytest.fail(f"no startup line within {timeout}s:\n{self.log}")
-        match = STARTUP_RE.search(self.log)
-        if match is None:
-            pytest.fail(f"server exited with {self.proc.returncode} before starting:\n{self.log}")
-        assert int(match.group(2)) == self.pid, "the arbiter is not the process we started"
-        address = match.group("addresses").split(", ")[0]
-        self.address = address.split(" (")[0]
-
-    def workers(self) -> set[int]:
-        return children(self.pid)
-
-    def imported(self) -> set[int]:
-        """Pids that imported the app (each worker, without --preload)."""
-        return {int(path.suffix[1:]) for path in self.markers.glob("imported.*")}
-
-    def wait_workers(self, count: int, timeout: float = 10.0) -> set[int]:
-        """Wait until exactly ``count`` workers run and each imported the app."""
-
-        def ready() -> bool:
-            workers = self.workers()
-            return len(workers) == count and workers <= self.imported()
-
-        if not wait_for(ready, timeout):
-            pytest.fail(
-                f"wanted {count} ready workers, have {sorted(self.workers())} "
-                f"(imported: {sorted(self.imported())}):\n{self.log}"
-            )
-        return self.workers()
-
-    def request(self, path: str = "/", query: str = "", **kwargs: object) -> SCGIResponse:
-        kwargs.setdefault("timeout", REQUEST_TIMEOUT)
-        return request(self.address, path=path, query=query, **kwargs)  # type: ignore[arg-type]
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the server still runs {timeout}s later:\n{self.log}")
-
-    def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
-        if not wait_for(lambda: re.search(pattern, self.log) is not None, timeout):
-            pytest.fail(f"no {pattern!r} in the log within {timeout}s:\n{self.log}")
-        match = re.search(pattern, self.log)
-        assert match is not None
-        return match
-
-
-def _no_core_files() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-StartServer = Callable[..., PreforkServer]
+# -- fork servers -------------------------------------------------------------------
 
 
 @pytest.fixture
 def prefork(tmp_path: Path) -> Iterator[StartServer]:
     """Start fork servers; at teardown stop them and fail if any process is left.
 
-    ``prefork(*args, app=APP_SPEC, transport="tcp", wait=True)`` binds
-    ``127.0.0.1:0`` or a unix socket in ``tmp_path`` unless ``args`` has a
-    ``--bind``, and waits for the startup line unless ``wait`` is false.
+    ``prefork(*args, app=APP_SPEC, transport="tcp", wait=True)`` runs
+    ``python -m scgiwsgi APP --fork ARGS`` through
+    :func:`reliability_support.server_processes`: it binds ``127.0.0.1:0`` or
+    a unix socket in ``tmp_path`` unless ``args`` has a ``--bind``, and waits
+    for the startup line (of the fork backend) unless ``wait`` is false.
+    ``prefork.app_dir`` is on the servers' ``PYTHONPATH``.
     """
-    token = uuid.uuid4().hex
     app_dir = tmp_path / "apps"
     app_dir.mkdir()
-    env = dict(os.environ)
-    env.pop("PYTHONWARNINGS", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(app_dir)])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # rewritten modules must not come back from a .pyc
-    env[TOKEN_VAR] = token
-    servers: list[PreforkServer] = []
+    with server_processes(
+        tmp_path,
+        pythonpath=[app_dir],
+        markers_var="PREFORK_MARKERS",
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+        request_timeout=REQUEST_TIMEOUT,
+    ) as start_server:
 
-    def start(
-        *args: str, app: str = APP_SPEC, transport: str = "tcp", wait: bool = True
-    ) -> PreforkServer:
-        workdir = tmp_path / f"server{len(servers)}"
-        workdir.mkdir()
-        argv = [app, "--fork", *args]
-        if "--bind" not in args:
-            bind = "127.0.0.1:0" if transport == "tcp" else f"unix:{workdir / 's.sock'}"
-            argv += ["--bind", bind]
-        server = PreforkServer(argv, workdir, env)
-        servers.append(server)
-        if wait:
-            server.wait_started()
-        return server
+        def start(
+            *args: str, app: str = APP_SPEC, transport: str = "tcp", wait: bool = True
+        ) -> ServerProcess:
+            server = start_server("--fork", *args, app=app, transport=transport, wait=wait)
+            if wait:
+                assert server.backend.startswith("fork "), f"not the fork backend:\n{server.log}"
+            return server
 
-    start.app_dir = app_dir  # type: ignore[attr-defined]
-    yield start
-
-    problems = []
-    for server in servers:
-        if server.proc.poll() is None:
-            server.signal(signal.SIGINT)
-            try:
-                status = server.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
-                server.proc.wait(timeout=STOP_TIMEOUT)
-                problems.append(f"arbiter {server.pid} ignored SIGINT for {STOP_TIMEOUT}s")
-            else:
-                if status != 0:
-                    problems.append(f"arbiter {server.pid} exited with {status} after SIGINT")
-    left = tagged_processes(token)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if left:
-        problems.append(f"processes of the server left behind: {left}")
-    if problems:
-        logs = "\n".join(f"--- {s.args}\n{s.log}" for s in servers)
-        pytest.fail("; ".join(problems) + "\n" + logs)
+        start.app_dir = app_dir  # type: ignore[attr-defined]
+        yield start
 
 
 def write_app(directory: Path, name: str, source: str) -> None:
