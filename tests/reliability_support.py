@@ -11,8 +11,9 @@ then kills any process still carrying the token and fails the test: no
 process outlives a test.
 
 :func:`raw_request` is a minimal SCGI exchange for load loops (a
-pre-encoded request, read to EOF, every wait bounded); :func:`run_clients`
-runs a function in N threads, each bounded in count and time.
+pre-encoded request, read to EOF, every wait bounded), over the raw-wire
+helpers of ``conftest``; :func:`run_clients` runs a function in N threads,
+each bounded in count and time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import connect, recv_all, wait_for
 
 from scgiwsgi.client import SCGIResponse, request
 
@@ -100,16 +101,6 @@ def _tagged(token: str) -> dict[int, str]:
         if needle in environ and is_alive(int(name)):
             found[int(name)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
     return found
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # -- a server process ----------------------------------------------------------------
@@ -302,39 +293,17 @@ def _stop_all(servers: list[ServerProcess], token: str, stop_timeout: float) -> 
 # -- raw clients ---------------------------------------------------------------------
 
 
-def open_connection(address: str, timeout: float = REQUEST_TIMEOUT) -> socket.socket:
-    """A connected socket to ``HOST:PORT``, ``[V6]:PORT`` or ``unix:/path``."""
-    if address.startswith("unix:"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address[len("unix:") :])
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    host, _, port = address.rpartition(":")
-    return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-
-
 def raw_request(address: str, data: bytes, timeout: float = REQUEST_TIMEOUT) -> bytes:
     """Send ``data`` without half-closing, return everything read until EOF.
 
     Raises OSError (a reset included) or TimeoutError past ``timeout``.
     """
-    deadline = time.monotonic() + timeout
-    with open_connection(address, timeout) as sock:
+    with connect(address, timeout) as sock:
         sock.sendall(data)
-        chunks: list[bytes] = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no EOF within {timeout}s")
-            sock.settimeout(left)
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        response, reset = recv_all(sock, timeout)
+    if reset:
+        raise ConnectionResetError(f"reset after {len(response)} bytes")
+    return response
 
 
 def run_clients(count: int, target: Callable[[int], None], timeout: float) -> list[BaseException]:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 import reliability_apps
-from conftest import ServeFactory
-from reliability_support import StartServer, open_connection, run_clients, server_processes
+from conftest import ServeFactory, connect
+from reliability_support import StartServer, run_clients, server_processes
 
 from scgiwsgi.client import parse_response
 
@@ -111,7 +111,7 @@ def _head(upload: Upload) -> bytes:
 
 def _send(address: str, upload: Upload, pool: bytes) -> dict[str, object]:
     deadline = time.monotonic() + UPLOAD_TIMEOUT
-    with open_connection(address, UPLOAD_TIMEOUT) as sock:
+    with connect(address, UPLOAD_TIMEOUT) as sock:
         sock.sendall(_head(upload))
         for piece in upload.pieces(pool):
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
