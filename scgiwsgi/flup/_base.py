@@ -31,6 +31,8 @@ __all__ = [
 log = logging.getLogger("scgiwsgi.error")
 
 BindAddress = tuple[Any, ...] | str
+_NOT_GIVEN: Any = object()
+"""The default of ``timeout``: only the faces that take it see it, and only when given."""
 
 
 def bind_address(address: BindAddress) -> str:
@@ -132,35 +134,52 @@ def _debug_pages(app: WSGIApp) -> WSGIApp:
 class FlupServer:
     """flup's ``WSGIServer``: build with flup's arguments, then :meth:`run`.
 
-    Raises ConfigError (or TypeError for an argument flup does not know)
-    from the constructor.
+    The constructor takes the arguments of flup's forking server, in its
+    order; a face with other positional arguments (the threaded one) has a
+    constructor of its own that passes them on by keyword.  ``timeout`` and
+    the other keywords are the face's own (:attr:`flup_keywords`), given to
+    :meth:`backend_options`; :attr:`ignored_keywords` are accepted and
+    dropped.  Raises ConfigError (or TypeError for an argument flup does not
+    know) from the constructor.
     """
 
     backend: ClassVar[str]
+    flup_keywords: ClassVar[tuple[str, ...]]
+    """The keyword arguments of this face that :meth:`backend_options` takes."""
+    ignored_keywords: ClassVar[tuple[str, ...]] = ("jobClass", "jobArgs")
+    """Keyword arguments flup took that mean nothing here."""
+    multiprocess: bool = False
+    """flup's ``multiprocess``: ``wsgi.multiprocess`` forced on (the threaded face's argument)."""
 
     def __init__(
         self,
         application: WSGIApp,
-        *,
-        scriptName: object,
-        environ: Mapping[str, Any] | None,
-        bindAddress: BindAddress,
-        umask: int | None,
-        allowedServers: Sequence[str] | None,
-        loggingLevel: int,
-        debug: bool,
-        multiprocess: bool,
-        options: dict[str, Any],
+        scriptName: object = NoDefault,
+        environ: Mapping[str, Any] | None = None,
+        bindAddress: BindAddress = ("localhost", 4000),
+        umask: int | None = None,
+        allowedServers: Sequence[str] | None = None,
+        loggingLevel: int = logging.INFO,
+        debug: bool = False,
+        timeout: float | None = _NOT_GIVEN,
+        **kw: Any,
     ) -> None:
+        if timeout is not _NOT_GIVEN:
+            kw["timeout"] = timeout
+        unknown = sorted(set(kw) - {*self.flup_keywords, *self.ignored_keywords})
+        if unknown:
+            raise TypeError(f"WSGIServer() got unexpected keyword arguments: {', '.join(unknown)}")
+        options = self.backend_options(
+            **{name: value for name, value in kw.items() if name in self.flup_keywords}
+        )
         self.application = application
         self.scriptName = scriptName
         self.environ = dict(environ or {})
-        self.multiprocess = multiprocess
         self.debug = debug
         self.logger = log
         app = application
-        if self.environ or multiprocess:
-            app = _extend_environ(app, self.environ, multiprocess)
+        if self.environ or self.multiprocess:
+            app = _extend_environ(app, self.environ, self.multiprocess)
         if debug:
             app = _debug_pages(app)
         address = bind_address(bindAddress)
@@ -177,6 +196,10 @@ class FlupServer:
             **options,
         )
         self._hup_received = False
+
+    def backend_options(self, **kw: Any) -> dict[str, Any]:
+        """scgiwsgi's options for this face's own flup keywords (:attr:`flup_keywords`)."""
+        raise NotImplementedError
 
     def run(self) -> bool:
         """Serve until SIGHUP (returns True), SIGTERM or SIGINT (returns False).

@@ -19,8 +19,6 @@ from ._base import BindAddress, FlupServer
 
 __all__ = ["WSGIServer"]
 
-_POOL_ARGUMENTS = ("minSpare", "maxSpare", "maxThreads")
-
 
 class WSGIServer(FlupServer):
     """flup's threaded ``WSGIServer``, same arguments.
@@ -35,6 +33,7 @@ class WSGIServer(FlupServer):
     """
 
     backend = "threaded"
+    flup_keywords = ("minSpare", "maxSpare", "maxThreads")
 
     def __init__(
         self,
@@ -50,17 +49,8 @@ class WSGIServer(FlupServer):
         debug: bool = False,
         **kw: Any,
     ) -> None:
-        kw.pop("jobClass", None)
-        kw.pop("jobArgs", None)
-        unknown = sorted(set(kw) - set(_POOL_ARGUMENTS))
-        if unknown:
-            raise TypeError(f"WSGIServer() got unexpected keyword arguments: {', '.join(unknown)}")
-        options: dict[str, Any] = {}
-        if not multithreaded:
-            options["threads"] = 1
-        elif "maxThreads" in kw:
-            options["threads"] = int(kw["maxThreads"])
         self.multithreaded = multithreaded
+        self.multiprocess = multiprocess
         super().__init__(
             application,
             scriptName=scriptName,
@@ -70,6 +60,12 @@ class WSGIServer(FlupServer):
             allowedServers=allowedServers,
             loggingLevel=loggingLevel,
             debug=debug,
-            multiprocess=multiprocess,
-            options=options,
+            **kw,
         )
+
+    def backend_options(self, **kw: Any) -> dict[str, Any]:
+        if not self.multithreaded:
+            return {"threads": 1}
+        if "maxThreads" in kw:
+            return {"threads": int(kw["maxThreads"])}
+        return {}

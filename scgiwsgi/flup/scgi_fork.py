@@ -11,19 +11,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from ..gateway import WSGIApp
-from . import NoDefault
-from ._base import BindAddress, FlupServer
+from ._base import FlupServer
 
 __all__ = ["WSGIServer"]
-
-_PREFORK_ARGUMENTS = ("minSpare", "maxSpare", "maxChildren", "maxRequests", "sockTimeout")
-_IGNORED = ("multithreaded", "multiprocess", "jobClass", "jobArgs")
 
 
 class WSGIServer(FlupServer):
@@ -36,45 +29,20 @@ class WSGIServer(FlupServer):
     requests; ``timeout`` (seconds) kills a worker whose request runs longer,
     logging its stack (None: never); ``sockTimeout`` bounds each wait on the
     front end.  The other arguments are those of :mod:`scgiwsgi.flup.scgi`.
+    The constructor, in flup's order, is :class:`~scgiwsgi.flup._base.FlupServer`'s.
     """
 
     backend = "fork"
+    flup_keywords = ("timeout", "minSpare", "maxSpare", "maxChildren", "maxRequests", "sockTimeout")
+    ignored_keywords = ("multithreaded", "multiprocess", "jobClass", "jobArgs")
 
-    def __init__(
-        self,
-        application: WSGIApp,
-        scriptName: object = NoDefault,
-        environ: Mapping[str, Any] | None = None,
-        bindAddress: BindAddress = ("localhost", 4000),
-        umask: int | None = None,
-        allowedServers: Sequence[str] | None = None,
-        loggingLevel: int = logging.INFO,
-        debug: bool = False,
-        timeout: float | None = None,
-        **kw: Any,
-    ) -> None:
-        for name in _IGNORED:
-            kw.pop(name, None)
-        unknown = sorted(set(kw) - set(_PREFORK_ARGUMENTS))
-        if unknown:
-            raise TypeError(f"WSGIServer() got unexpected keyword arguments: {', '.join(unknown)}")
-        super().__init__(
-            application,
-            scriptName=scriptName,
-            environ=environ,
-            bindAddress=bindAddress,
-            umask=umask,
-            allowedServers=allowedServers,
-            loggingLevel=loggingLevel,
-            debug=debug,
-            multiprocess=False,
-            options=_prefork_options(timeout=timeout, **kw),
-        )
+    def backend_options(self, **kw: Any) -> dict[str, Any]:
+        return _prefork_options(**kw)
 
 
 def _prefork_options(
     *,
-    timeout: float | None,
+    timeout: float | None = None,
     minSpare: int = 1,
     maxSpare: int = 5,
     maxChildren: int = 50,
