@@ -22,13 +22,11 @@ from .config import ACCESS_LOG_FORMATS, LOG_LEVELS, Config
 from .errors import AppImportError, StartupError
 from .gateway import WSGIApp
 from .logs import configure_error_log
-from .settings import resolve, to_toml
+from .settings import parse_size, resolve, to_toml
 
 __all__ = ["main"]
 
 _DEFAULTS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(Config)}
-_SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)i?b?\Z", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 class SizeParam(click.ParamType):  # type: ignore[type-arg]
@@ -39,10 +37,10 @@ class SizeParam(click.ParamType):  # type: ignore[type-arg]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE_RE.match(str(value).strip())
-        if match is None:
-            self.fail(f"{value!r} is not a size like 65536, 64K, 10M or 1G", param, ctx)
-        return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class ModeParam(click.ParamType):  # type: ignore[type-arg]
