@@ -211,7 +211,7 @@ class ConnectionHandler:
         try:
             if pending.head is None:
                 raise RuntimeError("serve() needs a complete request head")
-            sock.setblocking(True)
+            # _serve gives the socket its timeout (no blocking mode in between).
             self._serve(
                 sock, pending.listener, pending.peer, pending.parser, pending.head, pending.started
             )
@@ -254,8 +254,8 @@ class ConnectionHandler:
         if self.on_request is not None:
             self.on_request(environ)
         response = Response(
-            lambda data: _send_all(sock, data, timeout),
-            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count, timeout),
+            lambda data: _send_all(sock, data),
+            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count),
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
@@ -365,8 +365,12 @@ class _BodyReader:
                 raise ClientDisconnected(
                     f"request body slower than {MIN_BODY_RATE // 1024} KiB/s; connection closed"
                 )
+            # Shorten the socket timeout only near the deadline, and put it
+            # back: response sends rely on the normal timeout.
+            short = left < self._timeout
             try:
-                self._sock.settimeout(min(self._timeout, left))
+                if short:
+                    self._sock.settimeout(left)
                 self._parser.receive_data(self._sock.recv(want))
             except TimeoutError:
                 if time.monotonic() >= self._deadline:
@@ -376,11 +380,14 @@ class _BodyReader:
                 raise ClientDisconnected("timed out waiting for the request body") from None
             except OSError as exc:
                 raise ClientDisconnected(f"connection lost while reading the body: {exc}") from None
+            finally:
+                if short:
+                    with contextlib.suppress(OSError):
+                        self._sock.settimeout(self._timeout)
 
 
-def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+def _send_all(sock: socket.socket, data: bytes) -> None:
     try:
-        sock.settimeout(timeout)  # the body reader may have shortened it
         sock.sendall(data)
     except TimeoutError:
         raise ClientDisconnected("timed out sending the response") from None
@@ -388,11 +395,8 @@ def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
         raise ClientDisconnected(str(exc)) from None
 
 
-def _send_file(
-    sock: socket.socket, file: IO[bytes], offset: int, count: int, timeout: float
-) -> int:
+def _send_file(sock: socket.socket, file: IO[bytes], offset: int, count: int) -> int:
     try:
-        sock.settimeout(timeout)
         return sock.sendfile(file, offset, count)
     except TimeoutError:
         raise ClientDisconnected("timed out sending a file") from None
