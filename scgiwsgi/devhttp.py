@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from . import __version__
 from .client import Address, ResponseFormatError, SCGIResponse, request
 from .errors import BindError, ConfigError
+from .lifeline import wait_for_eof
 from .sockets import BindSpec, Listener, bind, parse_bind
 
 if TYPE_CHECKING:
@@ -538,12 +539,5 @@ def _run_front_process(
 
 
 def _shutdown_on_eof(fd: int, server: DevHTTPServer) -> None:
-    while True:
-        try:
-            if not os.read(fd, 1):
-                break
-        except InterruptedError:
-            continue
-        except OSError:
-            break
+    wait_for_eof(fd)
     server.shutdown()

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from .config import Config
 from .errors import ConfigError
+from .lifeline import wait_for_eof
 from .sockets import Listener
 
 __all__ = ["Reloader", "watch_dirs"]
@@ -219,12 +220,5 @@ def _run_watcher(
 
 
 def _stop_on_eof(fd: int, stop: threading.Event) -> None:
-    while True:
-        try:
-            if not os.read(fd, 1):
-                break
-        except InterruptedError:
-            continue
-        except OSError:
-            break
+    wait_for_eof(fd)
     stop.set()
