@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -22,7 +21,7 @@ from .config import ACCESS_LOG_FORMATS, LOG_LEVELS, Config
 from .errors import AppImportError, StartupError
 from .gateway import WSGIApp
 from .logs import configure_error_log
-from .settings import parse_size, resolve, to_toml
+from .settings import parse_mode, parse_size, resolve, to_toml
 
 __all__ = ["main"]
 
@@ -51,10 +50,10 @@ class ModeParam(click.ParamType):  # type: ignore[type-arg]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        text = str(value).strip().lower().removeprefix("0o")
-        if not re.fullmatch(r"[0-7]{1,4}", text):
-            self.fail(f"{value!r} is not an octal mode like 660", param, ctx)
-        return int(text, 8)
+        try:
+            return parse_mode(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _default(name: str) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "ENV_PREFIX",
     "from_environ",
     "from_toml",
+    "parse_mode",
     "parse_size",
     "resolve",
     "to_toml",
@@ -48,6 +49,7 @@ CONFIG_ENV = "SCGI_WSGI_CONFIG"
 _SIZE_OPTIONS = frozenset({"max_header_size", "max_body_size"})
 _SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)i?b?\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MODE_RE = re.compile(r"[0-7]{1,4}")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _TOML_TABLE = "scgi-wsgi"
@@ -62,6 +64,17 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size like 65536, 64K, 10M or 1G")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_mode(text: str) -> int:
+    """Octal permission bits: ``660``, ``0660`` or ``0o660``.
+
+    Raises :class:`ValueError` for anything else.
+    """
+    digits = text.strip().lower().removeprefix("0o")
+    if not _MODE_RE.fullmatch(digits):
+        raise ValueError(f"{text!r} is not an octal mode like 660")
+    return int(digits, 8)
 
 
 def _hints() -> dict[str, Any]:
@@ -178,7 +191,7 @@ def _convert_value(name: str, raw: Any, hint: Any) -> Any:
     if name in _SIZE_OPTIONS:
         return raw if isinstance(raw, int) and not isinstance(raw, bool) else parse_size(str(raw))
     if name == "socket_mode":
-        return raw if isinstance(raw, int) else int(str(raw).lower().removeprefix("0o"), 8)
+        return raw if isinstance(raw, int) else parse_mode(str(raw))
     if tuple in kinds:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         return tuple(str(item).strip() for item in items if str(item).strip())
