@@ -42,6 +42,9 @@ __all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "PeerName", "Pen
 log = logging.getLogger("scgiwsgi.error")
 
 _RECV_SIZE = 64 * 1024
+_DONTWAIT = socket.MSG_DONTWAIT
+_TIMEOUTS_INHERITED = sys.platform.startswith("linux")
+"""Whether accepted TCP connections inherit SO_RCVTIMEO/SO_SNDTIMEO (Linux)."""
 MIN_BODY_RATE = 64 * 1024
 """Bytes per second a request body must average, after a grace of body_timeout."""
 _ERROR_DRAIN_BYTES = 1024 * 1024
@@ -63,9 +66,23 @@ class AccessLogger(Protocol):
 
 
 class Pending:
-    """A connection whose request header is still arriving."""
+    """A connection whose request header is still arriving.
 
-    __slots__ = ("deadline", "draining", "head", "listener", "parser", "peer", "sock", "started")
+    ``timeouts_set`` is True when the socket already carries the kernel's
+    send and receive timeouts (inherited from its listening socket).
+    """
+
+    __slots__ = (
+        "deadline",
+        "draining",
+        "head",
+        "listener",
+        "parser",
+        "peer",
+        "sock",
+        "started",
+        "timeouts_set",
+    )
 
     def __init__(
         self,
@@ -75,6 +92,7 @@ class Pending:
         parser: RequestParser,
         started: float,
         deadline: float,
+        timeouts_set: bool = False,
     ) -> None:
         self.sock = sock
         self.listener = listener
@@ -82,6 +100,7 @@ class Pending:
         self.parser = parser
         self.started = started
         self.deadline = deadline
+        self.timeouts_set = timeouts_set
         self.head: RequestHead | None = None
         self.draining = False
 
@@ -114,6 +133,8 @@ class ConnectionHandler:
         self.access_log = access_log
         self.allow = AllowList(config.allow) if config.allow else None
         self._servers: dict[str, ServerInfo] = {}
+        self._inheriting: dict[int, bool] = {}
+        self._kernel_timeout = _timeval(config.body_timeout)
 
     def handle(self, sock: socket.socket, listener: ListenerInfo) -> None:
         """Serve the request on ``sock`` and close it; never raises ``Exception``.
@@ -128,6 +149,8 @@ class ConnectionHandler:
             parser = self._new_parser()
             head = self._read_head(sock, parser, peer)
             if head is not None:
+                sock.settimeout(None)
+                self._set_kernel_timeouts(sock)
                 self._serve(sock, listener, peer, parser, head, started)
         except Exception:
             log.exception("%s: unexpected error while serving the connection", peer)
@@ -140,18 +163,50 @@ class ConnectionHandler:
     def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None:
         """Take a freshly accepted connection; None if it was refused and closed.
 
-        The socket is made non-blocking; call :meth:`advance` when it is
-        readable and :meth:`expire` once ``pending.deadline`` has passed.
+        The socket stays in blocking mode (header reads pass ``MSG_DONTWAIT``);
+        call :meth:`advance` when it is readable and :meth:`expire` once
+        ``pending.deadline`` has passed.
         """
         peer = PeerName(sock, listener)
         if self.allow is not None and not self.allow.permits(sock, peer):
             sock.close()
             return None
-        sock.setblocking(False)
+        inherited = self._inheriting.get(id(listener))
+        if inherited is None:
+            # This connection was accepted before its listener had them.
+            self._inheriting[id(listener)] = self._prepare_listener(listener)
+            inherited = False
         now = time.monotonic()
         return Pending(
-            sock, listener, peer, self._new_parser(), now, now + self.config.header_timeout
+            sock,
+            listener,
+            peer,
+            self._new_parser(),
+            now,
+            now + self.config.header_timeout,
+            inherited,
         )
+
+    def _prepare_listener(self, listener: ListenerInfo) -> bool:
+        # Strategy: CPython polls before every operation on a socket with a
+        # timeout, and switching a socket's mode is an ioctl.  Served
+        # connections are blocking sockets with the kernel's SO_RCVTIMEO and
+        # SO_SNDTIMEO instead; Linux TCP connections inherit those from
+        # their listening socket, so setting them there once costs nothing
+        # per request.  Other sockets get them per connection in serve().
+        listen_sock = getattr(listener, "sock", None)
+        inherits = False
+        if isinstance(listen_sock, socket.socket) and _TIMEOUTS_INHERITED:
+            try:
+                self._set_kernel_timeouts(listen_sock)
+                inherits = listen_sock.family in (socket.AF_INET, socket.AF_INET6)
+            except OSError as exc:
+                log.debug("kernel timeouts not set on %s: %s", listener.display, exc)
+        return inherits
+
+    def _set_kernel_timeouts(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._kernel_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._kernel_timeout)
 
     def advance(self, pending: Pending) -> bool | None:
         """Read what the socket has; True when the head is complete.
@@ -170,7 +225,7 @@ class ConnectionHandler:
     def _advance(self, pending: Pending) -> bool | None:
         while True:
             try:
-                data = pending.sock.recv(_RECV_SIZE)
+                data = pending.sock.recv(_RECV_SIZE, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as exc:
@@ -211,7 +266,8 @@ class ConnectionHandler:
         try:
             if pending.head is None:
                 raise RuntimeError("serve() needs a complete request head")
-            # _serve gives the socket its timeout (no blocking mode in between).
+            if not pending.timeouts_set:
+                self._set_kernel_timeouts(sock)
             self._serve(
                 sock, pending.listener, pending.peer, pending.parser, pending.head, pending.started
             )
@@ -238,8 +294,8 @@ class ConnectionHandler:
         head: RequestHead,
         started: float,
     ) -> None:
+        # The socket is blocking, with the kernel timeouts of body_timeout.
         timeout = self.config.body_timeout
-        sock.settimeout(timeout)
         reader = _BodyReader(sock, parser, timeout, head.content_length)
         # Keep our own reference: the app or a middleware may replace
         # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
@@ -255,7 +311,7 @@ class ConnectionHandler:
             self.on_request(environ)
         response = Response(
             lambda data: _send_all(sock, data),
-            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count),
+            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count, timeout),
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
@@ -263,7 +319,7 @@ class ConnectionHandler:
         if outcome is Outcome.ABORT:
             _abort(sock)
         else:
-            _finish(sock, body, self.config.body_timeout)
+            _finish(sock, body)
 
     def _log_access(
         self, environ: dict[str, Any], response: Response, seconds: float, peer: PeerName
@@ -370,9 +426,9 @@ class _BodyReader:
             short = left < self._timeout
             try:
                 if short:
-                    self._sock.settimeout(left)
+                    _set_receive_timeout(self._sock, left)
                 self._parser.receive_data(self._sock.recv(want))
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 if time.monotonic() >= self._deadline:
                     raise ClientDisconnected(
                         f"request body slower than {MIN_BODY_RATE // 1024} KiB/s; connection closed"
@@ -383,20 +439,41 @@ class _BodyReader:
             finally:
                 if short:
                     with contextlib.suppress(OSError):
-                        self._sock.settimeout(self._timeout)
+                        _set_receive_timeout(self._sock, self._timeout)
+
+
+def _set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    # A socket in CPython's timeout mode (after sendfile, or --inetd before
+    # the head) ignores SO_RCVTIMEO: its timeout is CPython's own.
+    if sock.gettimeout() is None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+    else:
+        sock.settimeout(seconds)
+
+
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO; never 0, which means forever."""
+    micros = max(int(seconds * 1_000_000), 1)
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
     try:
         sock.sendall(data)
-    except TimeoutError:
+    except (TimeoutError, BlockingIOError):
         raise ClientDisconnected("timed out sending the response") from None
     except OSError as exc:
         raise ClientDisconnected(str(exc)) from None
 
 
-def _send_file(sock: socket.socket, file: IO[bytes], offset: int, count: int) -> int:
+def _send_file(
+    sock: socket.socket, file: IO[bytes], offset: int, count: int, timeout: float
+) -> int:
+    # socket.sendfile() on a blocking socket waits without limit when the
+    # kernel's send timeout strikes: give it CPython's timeout mode instead.
     try:
+        if sock.gettimeout() is None:
+            sock.settimeout(timeout)
         return sock.sendfile(file, offset, count)
     except TimeoutError:
         raise ClientDisconnected("timed out sending a file") from None
@@ -422,21 +499,23 @@ def _reject_nonblocking(pending: Pending, exc: ProtocolError) -> None:
     pending.deadline = time.monotonic() + _ERROR_DRAIN_SECONDS
     try:
         # A short answer always fits in an empty socket buffer.
-        pending.sock.send(encode_error_response(exc.status_hint, exc.reason))
+        pending.sock.send(encode_error_response(exc.status_hint, exc.reason), _DONTWAIT)
         pending.sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 
 
-def _finish(sock: socket.socket, body: BodyInput, timeout: float) -> None:
+def _finish(sock: socket.socket, body: BodyInput) -> None:
     # Strategy: closing a socket with unread input makes the kernel send a
     # reset, and a front end still sending the body would then report an
     # error instead of our response.  Half-close first, then read the rest
-    # of the body (bounded by CONTENT_LENGTH and time) before closing.
+    # of the body (bounded by CONTENT_LENGTH and the body timeouts) before
+    # closing.  The half-close also ends the response when another process
+    # holds a copy of the descriptor (--inetd's fds 0 and 1, a child the
+    # application forked), where close() alone would send nothing.
     try:
         sock.shutdown(socket.SHUT_WR)
         if body.remaining:
-            sock.settimeout(timeout)
             body.discard()
     except (OSError, ClientDisconnected):
         pass

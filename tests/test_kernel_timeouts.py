@@ -1,0 +1,57 @@
+"""Served connections are blocking sockets with the kernel's timeouts.
+
+The handler sets SO_RCVTIMEO/SO_SNDTIMEO on each listening socket once, and
+relies on Linux TCP connections inheriting them; other sockets (unix, and
+the first connection of each listener) get them one by one.  These tests
+check the kernel behaviour relied on, and that every connection, first or
+later, TCP or unix, is still cut off by ``body_timeout``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+
+import pytest
+import reliability_apps
+from conftest import ServeFactory, connect, recv_all
+
+from scgiwsgi.protocol import encode_request
+
+_STALLED_BODY = encode_request({"REQUEST_URI": "/echo", "REQUEST_METHOD": "POST"}, b"0123456789")[
+    :-7
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux kernel behaviour")
+def test_linux_tcp_connections_inherit_the_listeners_timeouts() -> None:
+    timeval = struct.pack("@ll", 7, 0)  # whole seconds: the kernel rounds to ticks
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            conn, _ = listener.accept()
+            with conn:
+                for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                    raw = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("@ll"))
+                    assert struct.unpack("@ll", raw) == (7, 0)
+                assert conn.gettimeout() is None
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_every_connection_is_cut_off_by_the_body_timeout(
+    serve: ServeFactory, transport: str
+) -> None:
+    server = serve(reliability_apps.app, transport=transport, backend="single", body_timeout=0.5)
+    for attempt in range(3):  # the first connection of a listener, then inherited ones
+        started = time.monotonic()
+        with connect(server.address) as sock:
+            sock.sendall(_STALLED_BODY)
+            raw, _ = recv_all(sock, timeout=5.0)
+        took = time.monotonic() - started
+        assert b"Status: 200" not in raw
+        assert 0.4 < took < 3.0, f"attempt {attempt}: stalled body cut off after {took:.2f}s"
