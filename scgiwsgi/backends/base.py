@@ -35,6 +35,8 @@ log = logging.getLogger("scgiwsgi.error")
 
 MAX_PENDING = 1000
 """Connections per process whose header may be arriving at once."""
+ACCEPT_BURST = 16
+"""Requests served back to back from the listen queue before the next select()."""
 FRESH_SECONDS = 0.05
 """How long a silent new connection reserves a worker in a prefork worker.
 
@@ -202,22 +204,51 @@ class Backend(abc.ABC):
                     return
 
     def _turn(self, selector: selectors.BaseSelector, stop_deadline: float | None) -> None:
-        fresh = self._fresh(time.monotonic())
-        can_serve = self.free_workers() - len(self._ready) - len(fresh) > 0
-        self._set_listening(
-            selector,
-            stop_deadline is None and can_serve and len(self._pending) < MAX_PENDING,
+        # Strategy: this runs once per request; with nothing pending (the
+        # common case) it skips the deadline bookkeeping altogether.
+        pending = self._pending
+        ready = self._ready
+        fresh = self._fresh(time.monotonic()) if pending else []
+        can_serve = self.free_workers() - len(ready) - len(fresh) > 0
+        wanted = stop_deadline is None and can_serve and len(pending) < MAX_PENDING
+        if wanted is not self._listening:
+            self._set_listening(selector, wanted)
+        timeout = (
+            self._timeout(stop_deadline, min(fresh, default=None))
+            if pending or stop_deadline is not None
+            else None
         )
-        timeout = self._timeout(stop_deadline, min(fresh, default=None))
-        self._capacity_wanted = bool(self._ready) or not can_serve
+        self._capacity_wanted = bool(ready) or not can_serve
         if self._capacity_wanted and self.has_capacity():
             timeout = 0.0  # freed between the check and the flag
         for key, _ in selector.select(timeout):
             self._on_event(selector, key)
         self._capacity_wanted = False
-        self._expire(selector, time.monotonic())
-        while self._ready and self.has_capacity():
-            self.dispatch(self._ready.popleft())
+        if pending:
+            self._expire(selector, time.monotonic())
+        served = False
+        while ready and self.has_capacity():
+            self.dispatch(ready.popleft())
+            served = True
+        if served and wanted:
+            self._accept_waiting(selector)
+
+    def _accept_waiting(self, selector: selectors.BaseSelector) -> None:
+        # Strategy: under load the next connection is usually queued by the
+        # time a request is served: accept it straight away rather than ask
+        # select() first (a listener with nothing queued costs one EAGAIN).
+        for _ in range(ACCEPT_BURST):
+            if self.stopping or self._pending or not self.has_capacity():
+                return
+            accepted = False
+            for listener in self.listeners:
+                accepted = self._accept(selector, listener) or accepted
+            if not self._ready:
+                return
+            while self._ready and self.has_capacity():
+                self.dispatch(self._ready.popleft())
+            if not accepted:
+                return
 
     def _fresh(self, now: float) -> list[float]:
         if not self.shares_listeners:
@@ -251,17 +282,19 @@ class Backend(abc.ABC):
         elif self._listening:
             self._accept(selector, data)
 
-    def _accept(self, selector: selectors.BaseSelector, listener: Listening) -> None:
+    def _accept(self, selector: selectors.BaseSelector, listener: Listening) -> bool:
+        """Accept one connection and read what it sent; False if none was waiting."""
         try:
             conn, _ = listener.sock.accept()
         except (BlockingIOError, InterruptedError):
-            return  # another process or thread took it
+            return False  # another process or thread took it
         except OSError as exc:
             log.error("accept() on %s failed: %s", listener.display, exc)
-            return
+            return False
         pending = self.handler.open(conn, listener)
         if pending is not None:
             self._advance(selector, pending)
+        return True
 
     def _advance(self, selector: selectors.BaseSelector, pending: Pending) -> None:
         fd = pending.sock.fileno()

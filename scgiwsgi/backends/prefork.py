@@ -223,20 +223,21 @@ class _Worker:
         slot = self._slot_offset()
         ident = threading.get_ident()
         started = time.monotonic()
-        self._in_flight[ident] = [started, "(reading the request)"]
+        # [start time, environ once known]: described only if it times out.
+        self._in_flight[ident] = [started, None]
         _SLOT.pack_into(self.context.slots, slot, started)
         try:
             self.handler.serve(pending)
         finally:
             _SLOT.pack_into(self.context.slots, slot, 0.0)
             del self._in_flight[ident]
-            self._count_request()
+            if self.limit:
+                self._count_request()
 
     def _on_request(self, environ: dict[str, Any]) -> None:
         entry = self._in_flight.get(threading.get_ident())
         if entry is not None:
-            uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-            entry[1] = f"{environ.get('REQUEST_METHOD', '-')} {uri}"
+            entry[1] = environ
 
     def _slot_offset(self) -> int:
         offset: int | None = getattr(self._local, "offset", None)
@@ -248,8 +249,6 @@ class _Worker:
         return offset
 
     def _count_request(self) -> None:
-        if not self.limit:
-            return
         with self._lock:
             self.requests += 1
             retire = self.requests == self.limit
@@ -309,7 +308,8 @@ class _Worker:
             return  # the request finished meanwhile: nothing to kill
         frames = sys._current_frames()
         main = threading.main_thread().ident
-        for ident, (started, what) in overdue:
+        for ident, (started, environ) in overdue:
+            what = _describe_request(environ)
             where = frame if ident == main else frames.get(ident)
             stack = _application_stack(where)
             log.error(
@@ -324,6 +324,13 @@ class _Worker:
         for handler in logging.getLogger("scgiwsgi").handlers:
             handler.flush()
         os._exit(EXIT_TIMEOUT)
+
+
+def _describe_request(environ: dict[str, Any] | None) -> str:
+    if environ is None:
+        return "(reading the request)"
+    uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+    return f"{environ.get('REQUEST_METHOD', '-')} {uri}"
 
 
 def _application_stack(frame: FrameType | None) -> str:

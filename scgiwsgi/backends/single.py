@@ -30,25 +30,30 @@ class SingleBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._busy = threading.Event()
+        # A plain flag: only this loop's thread writes it; a signal handler
+        # or another thread only reads it (threading.Event costs a lock).
+        self._busy = False
         self._watchdog: threading.Timer | None = None
 
     def describe(self) -> str:
         return "single (one request at a time)"
 
     def free_workers(self) -> int:
-        return 0 if self._busy.is_set() else 1
+        return 0 if self._busy else 1
+
+    def has_capacity(self) -> bool:
+        return not self._busy
 
     def dispatch(self, pending: Pending) -> None:
-        self._busy.set()
+        self._busy = True
         try:
             self.handler.serve(pending)
         finally:
-            self._busy.clear()
+            self._busy = False
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self._busy.is_set() and self._watchdog is None and self.may_exit_process:
+        if self._busy and self._watchdog is None and self.may_exit_process:
             self._watchdog = threading.Timer(self.config.graceful_timeout, self._give_up)
             self._watchdog.daemon = True
             self._watchdog.start()
