@@ -171,6 +171,8 @@ class ConnectionHandler:
         if self.allow is not None and not self.allow.permits(sock, peer):
             sock.close()
             return None
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # socket.setdefaulttimeout() was called
         inherited = self._inheriting.get(id(listener))
         if inherited is None:
             # This connection was accepted before its listener had them.

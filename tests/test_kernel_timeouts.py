@@ -55,3 +55,26 @@ def test_every_connection_is_cut_off_by_the_body_timeout(
         took = time.monotonic() - started
         assert b"Status: 200" not in raw
         assert 0.4 < took < 3.0, f"attempt {attempt}: stalled body cut off after {took:.2f}s"
+
+
+def test_an_application_default_timeout_does_not_replace_body_timeout(
+    serve: ServeFactory,
+) -> None:
+    # socket.setdefaulttimeout() (some apps call it for their own clients)
+    # also reaches accepted sockets; the server keeps its own body_timeout.
+    server = serve(reliability_apps.app, backend="single", body_timeout=5.0)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.2)
+    try:
+        with connect(server.address) as sock:
+            request = encode_request(
+                {"REQUEST_URI": "/echo", "REQUEST_METHOD": "POST"}, b"0123456789"
+            )
+            sock.sendall(request[:-5])
+            time.sleep(0.6)  # three default timeouts, well within body_timeout
+            sock.sendall(request[-5:])
+            raw, _ = recv_all(sock, timeout=5.0)
+    finally:
+        socket.setdefaulttimeout(previous)
+    assert raw.startswith(b"Status: 200"), raw[:200]
+    assert raw.endswith(b"0123456789")

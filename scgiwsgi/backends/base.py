@@ -14,6 +14,7 @@ the wake-up socket.
 
 from __future__ import annotations
 
+import _socket
 import abc
 import collections
 import contextlib
@@ -285,7 +286,7 @@ class Backend(abc.ABC):
     def _accept(self, selector: selectors.BaseSelector, listener: Listening) -> bool:
         """Accept one connection and read what it sent; False if none was waiting."""
         try:
-            conn, _ = listener.sock.accept()
+            conn = _accept_connection(listener.sock)
         except (BlockingIOError, InterruptedError):
             return False  # another process or thread took it
         except OSError as exc:
@@ -337,6 +338,21 @@ class Backend(abc.ABC):
         # can fail over) instead of waiting in a queue nobody will serve.
         for listener in self.listeners:
             listener.close()
+
+
+def _accept_connection(listen_sock: socket.socket) -> socket.socket:
+    """``listen_sock.accept()`` without its per-call enum conversions.
+
+    ``socket.accept`` reads ``self.family`` and ``self.type``, which build
+    enum members on every call; the C-level integers do the same job.  The
+    new socket is blocking, as ``accept`` makes it from a non-blocking
+    listener.
+    """
+    fd, _ = listen_sock._accept()  # type: ignore[attr-defined]
+    return socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fileno=fd)
+
+
+_raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
 
 
 def _drain_wake(sock: socket.socket) -> None:
