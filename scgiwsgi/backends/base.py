@@ -210,7 +210,8 @@ class Backend(abc.ABC):
         pending = self._pending
         ready = self._ready
         fresh = self._fresh(time.monotonic()) if pending else []
-        can_serve = self.free_workers() - len(ready) - len(fresh) > 0
+        free = self.free_workers()
+        can_serve = free - len(ready) - len(fresh) > 0
         wanted = stop_deadline is None and can_serve and len(pending) < MAX_PENDING
         if wanted is not self._listening:
             self._set_listening(selector, wanted)
@@ -219,7 +220,9 @@ class Backend(abc.ABC):
             if pending or stop_deadline is not None
             else None
         )
-        self._capacity_wanted = bool(ready) or not can_serve
+        # Waiting for a worker to free up (not for a fresh connection's
+        # header, which reserves a free worker: that wait is the timeout's).
+        self._capacity_wanted = bool(ready) or free <= 0
         if self._capacity_wanted and self.has_capacity():
             timeout = 0.0  # freed between the check and the flag
         for key, _ in selector.select(timeout):
