@@ -5,7 +5,7 @@ Nothing here touches a socket.  Feed bytes to :class:`RequestParser` with
 events with :meth:`~RequestParser.next_event` until it returns
 :data:`NEED_DATA`:
 
-* :class:`RequestHead` once, with the headers in the order received;
+* :class:`RequestHead` once, with the CGI variables in the order received;
 * :class:`BodyData` zero or more times;
 * :class:`EndOfRequest` once the body reached CONTENT_LENGTH;
 * :class:`ConnectionClosed` when the peer closed before sending one byte.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import http
 from collections.abc import Iterable, Mapping
 
@@ -42,12 +43,39 @@ DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 _MAX_CONTENT_LENGTH_DIGITS = 18
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class RequestHead:
-    """The header netstring, parsed: names and values as raw bytes."""
+    """The header netstring, parsed.
 
-    headers: dict[bytes, bytes]
+    ``variables`` maps each CGI variable's name to its value, both decoded as
+    latin-1 (byte N becomes code point N, so nothing is lost and
+    ``.encode("latin-1")`` gives the wire bytes back), in the order received.
+    A repeated ``HTTP_*`` name arrives joined, as HTTP joins a repeated
+    header.  This is what :func:`scgiwsgi.environ.environ_from_variables`
+    takes.  ``content_length`` is CONTENT_LENGTH as an int.
+    """
+
+    variables: dict[str, str]
     content_length: int
+
+    def __init__(self, variables: dict[str, str], content_length: int) -> None:
+        # Once per request: the generated __init__ of a frozen dataclass goes
+        # through object.__setattr__ per field, which costs twice as much.
+        fields = self.__dict__
+        fields["variables"] = variables
+        fields["content_length"] = content_length
+
+    @functools.cached_property
+    def headers(self) -> dict[bytes, bytes]:
+        """``variables`` as raw bytes, computed on first use and then cached.
+
+        Kept for callers that want the wire bytes; it does not follow later
+        changes to ``variables``.
+        """
+        return {
+            name.encode("latin-1"): value.encode("latin-1")
+            for name, value in self.variables.items()
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +136,11 @@ class RequestParser:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self._state = _State.LENGTH
-        self._buffer = bytearray()
+        # The bytes not yet parsed are _buffer[_start:]: the first chunk is
+        # kept as it came (no copy); a bytearray only once a second chunk
+        # arrives before the head is complete.
+        self._buffer: bytes | bytearray = b""
+        self._start = 0
         self._body_chunks: list[bytes] = []
         self._header_length = -1
         self._body_remaining = 0
@@ -127,15 +159,31 @@ class RequestParser:
         return self._body_remaining
 
     def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer; ``b""`` means the peer closed its side."""
+        """Add bytes from the peer; ``b""`` means the peer closed its side.
+
+        ``data`` is kept by reference: pass an immutable ``bytes``.
+        """
         if not data:
             self._eof = True
             return
         self._received_any = True
-        if self._state is _State.BODY:
+        state = self._state
+        if state is _State.BODY:
             self._take_body(data)
-        elif self._state is not _State.DONE:
-            self._buffer += data
+        elif state is not _State.DONE:
+            buffer = self._buffer
+            if self._start == len(buffer):
+                self._buffer = data
+                self._start = 0
+            elif isinstance(buffer, bytes):
+                # Strategy: appending to a bytearray is amortized O(1), so a
+                # head fed byte by byte costs linear time, not quadratic.
+                grown = bytearray(buffer[self._start :])
+                grown += data
+                self._buffer = grown
+                self._start = 0
+            else:
+                buffer += data
 
     def next_event(self) -> Event | _NeedData:
         """Return the next event, or :data:`NEED_DATA`.
@@ -157,12 +205,34 @@ class RequestParser:
     # -- the netstring length -------------------------------------------------
 
     def _parse_length(self) -> None:
+        # In this state nothing has been consumed yet: _start is 0.
+        buffer = self._buffer
+        colon = buffer.find(b":")
+        # The usual case in one test: 1 to 20 digits (int() stays cheap), no
+        # leading zero, within the limit.  Anything else takes the slow path,
+        # which names the problem.
+        digits = buffer[:colon] if colon >= 0 else buffer
+        if (
+            0 < colon <= 20
+            and (colon == 1 or buffer[0] != 0x30)
+            and digits.isdigit()
+            and (length := int(digits)) <= self.max_header_size
+        ):
+            self._header_length = length
+        else:
+            self._check_length_prefix(bytes(digits))
+            if colon < 0:
+                return
+            if not digits:
+                raise MalformedRequest("netstring length is empty")
+            self._header_length = int(digits)
+        self._start = colon + 1
+        self._state = _State.HEADERS
+
+    def _check_length_prefix(self, digits: bytes) -> None:
         # Strategy: validate digit by digit as bytes arrive, so a garbage or
         # oversized prefix is rejected without waiting for a ':' that may never
         # come.  The longest valid length has as many digits as the limit.
-        buffer = self._buffer
-        colon = buffer.find(b":")
-        digits = bytes(buffer if colon < 0 else buffer[:colon])
         if digits and not digits.isdigit():
             bad = next(b for b in digits if not 0x30 <= b <= 0x39)
             raise MalformedRequest(
@@ -176,35 +246,30 @@ class RequestParser:
             raise HeaderTooLarge(
                 f"header netstring is longer than max_header_size ({self.max_header_size} bytes)"
             )
-        if colon < 0:
-            return
-        if not digits:
-            raise MalformedRequest("netstring length is empty")
-        self._header_length = int(digits)
-        del buffer[: colon + 1]
-        self._state = _State.HEADERS
 
     # -- the header block -----------------------------------------------------
 
     def _parse_headers(self) -> RequestHead | None:
-        length = self._header_length
-        if len(self._buffer) < length + 1:
+        buffer = self._buffer
+        start = self._start
+        end = start + self._header_length
+        if len(buffer) <= end:
             return None
-        if self._buffer[length] != 0x2C:  # ","
+        if buffer[end] != 0x2C:  # ","
             raise MalformedRequest("header netstring does not end with ','")
-        headers = _split_headers(bytes(self._buffer[:length]))
-        content_length = _check_required_headers(headers)
+        variables = _split_variables(buffer[start:end].decode("latin-1"))
+        content_length = _check_required_variables(variables)
         if self.max_body_size is not None and content_length > self.max_body_size:
             raise BodyTooLarge(
                 f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
             )
-        rest = bytes(self._buffer[length + 1 :])
-        self._buffer = bytearray()
+        self._buffer = b""
+        self._start = 0
         self._body_remaining = content_length
         self._state = _State.BODY if content_length else _State.DONE
-        if rest:
-            self._take_body(rest)
-        return RequestHead(headers, content_length)
+        if len(buffer) > end + 1:
+            self._take_body(bytes(buffer[end + 1 :]))
+        return RequestHead(variables, content_length)
 
     # -- the body -------------------------------------------------------------
 
@@ -250,61 +315,66 @@ class RequestParser:
         raise IncompleteRequest(f"peer closed the connection inside the {where}")
 
 
-def _split_headers(block: bytes) -> dict[bytes, bytes]:
+def _split_variables(block: str) -> dict[str, str]:
     if not block:
         raise MalformedRequest("header block is empty (CONTENT_LENGTH is required)")
-    if block[-1] != 0:
+    if block[-1] != "\0":
         raise MalformedRequest("header block does not end with a NUL byte")
-    items = block[:-1].split(b"\0")
+    items = block.split("\0")
+    items.pop()  # the "" after the final NUL
     if len(items) % 2:
         raise MalformedRequest("header block has a name without a value")
     # Strategy: build the dict in C; only a block with a repeated or empty
     # name (rare) takes the loop below, which also names the problem.
-    headers = dict(zip(items[0::2], items[1::2], strict=True))
-    if len(headers) * 2 == len(items) and b"" not in headers:
-        return headers
+    pairs = iter(items)
+    variables = dict(zip(pairs, pairs, strict=True))
+    if len(variables) * 2 == len(items) and "" not in variables:
+        return variables
     return _split_repeated(items)
 
 
-def _split_repeated(items: list[bytes]) -> dict[bytes, bytes]:
-    headers: dict[bytes, bytes] = {}
+def _split_repeated(items: list[str]) -> dict[str, str]:
+    variables: dict[str, str] = {}
     for index in range(0, len(items), 2):
         name = items[index]
         if not name:
             raise MalformedRequest("header block has an empty header name")
         value = items[index + 1]
-        if name in headers:
-            if not name.startswith(b"HTTP_") or name == b"HTTP_HOST":
+        if name in variables:
+            if not name.startswith("HTTP_") or name == "HTTP_HOST":
                 raise MalformedRequest(f"duplicate header {_show(name)}")
             # nginx before 1.23 passes a repeated client header (HTTP/2
             # browsers split Cookie) as repeated names: join them as HTTP does.
-            separator = b"; " if name == b"HTTP_COOKIE" else b", "
-            value = headers[name] + separator + value
-        headers[name] = value
-    return headers
+            separator = "; " if name == "HTTP_COOKIE" else ", "
+            value = variables[name] + separator + value
+        variables[name] = value
+    return variables
 
 
-def _check_required_headers(headers: dict[bytes, bytes]) -> int:
-    first = next(iter(headers))
-    if first != b"CONTENT_LENGTH":
+def _check_required_variables(variables: dict[str, str]) -> int:
+    first = next(iter(variables))
+    if first != "CONTENT_LENGTH":
         raise MalformedRequest(f"first header must be CONTENT_LENGTH, got {_show(first)}")
-    raw_length = headers[b"CONTENT_LENGTH"]
-    if not raw_length.isdigit():
+    raw_length = variables["CONTENT_LENGTH"]
+    # str.isdigit() alone accepts the latin-1 digits "\xb2\xb3\xb9" (and int()
+    # would read "\xb9" as 1): ASCII digits only.
+    if not (raw_length.isdigit() and raw_length.isascii()):
         raise MalformedRequest(f"CONTENT_LENGTH must be decimal digits, got {_show(raw_length)}")
     # Even with max_body_size=None: int() raises ValueError past 4300 digits,
     # and 19 significant digits (an exabyte) is beyond any real body.
-    if len(raw_length.lstrip(b"0")) > _MAX_CONTENT_LENGTH_DIGITS:
+    if len(raw_length.lstrip("0")) > _MAX_CONTENT_LENGTH_DIGITS:
         raise BodyTooLarge(f"CONTENT_LENGTH {_show(raw_length)} is too large")
-    scgi = headers.get(b"SCGI")
+    scgi = variables.get("SCGI")
     if scgi is None:
         raise MalformedRequest("required header SCGI is missing")
-    if scgi != b"1":
+    if scgi != "1":
         raise MalformedRequest(f"header SCGI must be '1', got {_show(scgi)}")
     return int(raw_length)
 
 
-def _show(value: bytes, limit: int = 40) -> str:
-    text = repr(value[:limit])[2:-1]
+def _show(value: str, limit: int = 40) -> str:
+    # Shown as the wire bytes' repr, without the b'' around it.
+    text = repr(value[:limit].encode("latin-1"))[2:-1]
     return f"'{text}...'" if len(value) > limit else f"'{text}'"
 
 

@@ -240,6 +240,21 @@ def test_invalid_request(case: Case, mode: str) -> None:
         assert str(error) == error.reason
 
 
+@pytest.mark.parametrize("mode", ["whole", "random"])
+@pytest.mark.parametrize("case", VALID, ids=lambda c: c.name)
+def test_variables_are_the_decoded_headers(case: Case, mode: str) -> None:
+    expected = [(name, value) for name, value in case.spec["headers"]]
+    for chunks in _feedings(case, mode):
+        outcome = feed(case.parser(), chunks)
+        assert outcome.head is not None
+        variables = outcome.head.variables
+        assert list(variables.items()) == expected
+        assert all(type(k) is str and type(v) is str for k, v in variables.items())
+        assert outcome.head.headers == {
+            k.encode("latin-1"): v.encode("latin-1") for k, v in variables.items()
+        }
+
+
 # -- direct unit tests -----------------------------------------------------------
 
 
@@ -413,6 +428,45 @@ def test_limits_are_checked_before_the_bytes_arrive() -> None:
     parser.receive_data(b"1")
     with pytest.raises(HeaderTooLarge):
         parser.next_event()
+
+
+def test_headers_are_computed_once() -> None:
+    head = parse_whole(SPEC_EXAMPLE).head
+    assert head is not None
+    assert head.headers is head.headers
+    assert head.headers[b"REQUEST_METHOD"] == b"POST"
+    assert head.variables["REQUEST_METHOD"] == "POST"
+
+
+def _with_content_length(raw_length: bytes) -> bytes:
+    block = b"CONTENT_LENGTH\0" + raw_length + b"\0SCGI\x001\0"
+    return b"%d:%s," % (len(block), block)
+
+
+@pytest.mark.parametrize("raw_length", [b"\xb9", b"\xb2", b"\xb3", b"1\xb2", b"\xb90"])
+def test_latin1_digit_content_length_is_rejected(raw_length: bytes) -> None:
+    # "\xb9" (superscript one) is a digit to str.isdigit() and int() reads it.
+    raw = _with_content_length(raw_length)
+    for chunks in ([raw], [raw[:5], raw[5:]], [raw[i : i + 1] for i in range(len(raw))]):
+        with pytest.raises(MalformedRequest) as info:
+            feed(RequestParser(), chunks)
+        assert "CONTENT_LENGTH must be decimal digits" in info.value.reason
+
+
+def test_a_head_split_after_the_colon_parses() -> None:
+    colon = SPEC_EXAMPLE.index(b":")
+    for cut in (colon, colon + 1, colon + 2):
+        outcome = feed(RequestParser(), [SPEC_EXAMPLE[:cut], SPEC_EXAMPLE[cut:]])
+        assert outcome.ended
+        assert outcome.head is not None
+        assert outcome.head.variables["REQUEST_URI"] == "/deepthought"
+        assert bytes(outcome.body) == b"What is the answer to life?"
+
+
+def test_length_prefix_longer_than_twenty_digits_with_a_huge_limit() -> None:
+    parser = RequestParser(max_header_size=10**25)
+    parser.receive_data(b"1" + b"0" * 20 + b":CONTENT_LENGTH")
+    assert parser.next_event() is NEED_DATA
 
 
 # -- properties ----------------------------------------------------------------
