@@ -3,6 +3,8 @@
 Pure functions: no socket, no global state.  Every SCGI header is already a
 CGI variable, so it becomes an environ key as it is (decoded as latin-1);
 the server only fills what PEP 3333 requires and the front end left out.
+:func:`environ_from_variables` takes the variables already decoded (what the
+parser produces); :func:`build_environ` takes raw bytes and decodes them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from collections.abc import Mapping
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["ServerInfo", "build_environ", "is_apache_proxy", "split_script_name", "url_scheme"]
+__all__ = [
+    "ServerInfo",
+    "build_environ",
+    "environ_from_variables",
+    "is_apache_proxy",
+    "split_script_name",
+    "url_scheme",
+]
 
 WSGI_VERSION = (1, 0)
 
@@ -30,7 +39,7 @@ class ServerInfo:
     ``multithread`` and ``multiprocess`` come from the backend class.
     """
 
-    __slots__ = ("multiprocess", "multithread", "script_name", "server_name", "server_port")
+    __slots__ = ("_wsgi_constants", "script_name", "server_name", "server_port")
 
     def __init__(
         self,
@@ -43,9 +52,66 @@ class ServerInfo:
     ) -> None:
         self.server_name = server_name
         self.server_port = server_port
-        self.multithread = multithread
-        self.multiprocess = multiprocess
         self.script_name = script_name
+        # The wsgi.* keys that are the same for every request, copied into
+        # each environ in one step.
+        self._wsgi_constants: dict[str, Any] = {
+            "wsgi.version": WSGI_VERSION,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+        }
+
+    @property
+    def multithread(self) -> bool:
+        """``wsgi.multithread`` of every environ built with this server."""
+        return bool(self._wsgi_constants["wsgi.multithread"])
+
+    @multithread.setter
+    def multithread(self, value: bool) -> None:
+        self._wsgi_constants["wsgi.multithread"] = value
+
+    @property
+    def multiprocess(self) -> bool:
+        """``wsgi.multiprocess`` of every environ built with this server."""
+        return bool(self._wsgi_constants["wsgi.multiprocess"])
+
+    @multiprocess.setter
+    def multiprocess(self, value: bool) -> None:
+        self._wsgi_constants["wsgi.multiprocess"] = value
+
+
+def environ_from_variables(
+    variables: Mapping[str, str],
+    *,
+    server: ServerInfo,
+    wsgi_input: IO[bytes] | Any,
+    wsgi_errors: IO[str] | None = None,
+    file_wrapper: Any = None,
+) -> dict[str, Any]:
+    """Return the WSGI environ for a request with the given CGI variables.
+
+    ``variables`` maps names to values already decoded as latin-1, as
+    :attr:`scgiwsgi.protocol.RequestHead.variables` carries them; every one
+    becomes an environ key as it is.  The mapping is copied, never changed.
+    Never raises for any latin-1 content: odd values are passed through,
+    missing ones defaulted.
+    """
+    environ: dict[str, Any] = {**variables, **server._wsgi_constants}
+    if "HTTP_CONTENT_TYPE" in environ or "HTTP_CONTENT_LENGTH" in environ:
+        for key in _FORBIDDEN_KEYS:
+            environ.pop(key, None)
+    scheme = url_scheme(environ)
+    _fill_request_line(environ)
+    _fill_server(environ, server, scheme)
+    _fill_paths(environ, server.script_name)
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = wsgi_input
+    environ["wsgi.errors"] = wsgi_errors if wsgi_errors is not None else sys.stderr
+    if file_wrapper is not None:
+        environ["wsgi.file_wrapper"] = file_wrapper
+    return environ
 
 
 def build_environ(
@@ -59,39 +125,30 @@ def build_environ(
     """Return the WSGI environ for a request with the given SCGI headers.
 
     ``headers`` maps raw names to raw values, as
-    :class:`scgiwsgi.protocol.RequestHead` carries them.  Never raises for any
-    header content: odd values are passed through, missing ones defaulted.
+    :attr:`scgiwsgi.protocol.RequestHead.headers` carries them; they are
+    decoded as latin-1 and passed to :func:`environ_from_variables` (the
+    faster entry point when the variables are already decoded).  Never raises
+    for any header content: odd values are passed through, missing ones
+    defaulted.
     """
-    environ: dict[str, Any] = {
-        name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()
-    }
-    for key in _FORBIDDEN_KEYS:
-        environ.pop(key, None)
-    _fill_request_line(environ)
-    _fill_server(environ, server)
-    _fill_paths(environ, server.script_name)
-    environ.update(
-        {
-            "wsgi.version": WSGI_VERSION,
-            "wsgi.url_scheme": url_scheme(environ),
-            "wsgi.input": wsgi_input,
-            "wsgi.errors": wsgi_errors if wsgi_errors is not None else sys.stderr,
-            "wsgi.multithread": server.multithread,
-            "wsgi.multiprocess": server.multiprocess,
-            "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-        }
+    return environ_from_variables(
+        {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()},
+        server=server,
+        wsgi_input=wsgi_input,
+        wsgi_errors=wsgi_errors,
+        file_wrapper=file_wrapper,
     )
-    if file_wrapper is not None:
-        environ["wsgi.file_wrapper"] = file_wrapper
-    return environ
 
 
 def url_scheme(environ: Mapping[str, Any]) -> str:
     """``https`` when HTTPS is ``on``/``1`` (any case), else REQUEST_SCHEME, else ``http``."""
-    if str(environ.get("HTTPS", "")).strip().lower() in ("on", "1"):
+    https = environ.get("HTTPS")
+    if https is not None and str(https).strip().lower() in ("on", "1"):
         return "https"
-    scheme = str(environ.get("REQUEST_SCHEME", "")).strip().lower()
+    scheme = environ.get("REQUEST_SCHEME")
+    if scheme == "http" or scheme == "https":
+        return str(scheme)
+    scheme = str(scheme or "").strip().lower()
     return scheme if scheme in ("http", "https") else "http"
 
 
@@ -110,23 +167,27 @@ def split_script_name(path: str, prefix: str) -> tuple[str, str]:
 
 
 def _fill_request_line(environ: dict[str, Any]) -> None:
-    environ.setdefault("REQUEST_METHOD", "GET")
-    uri = environ.get("REQUEST_URI")
+    if "REQUEST_METHOD" not in environ:
+        environ["REQUEST_METHOD"] = "GET"
     if "QUERY_STRING" not in environ:
+        uri = environ.get("REQUEST_URI")
         environ["QUERY_STRING"] = uri.partition("?")[2] if uri else ""
     if environ.get("CONTENT_TYPE") == "":
         del environ["CONTENT_TYPE"]
 
 
-def _fill_server(environ: dict[str, Any], server: ServerInfo) -> None:
-    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
-    if environ.get("SERVER_NAME") and environ.get("SERVER_PORT"):
+def _fill_server(environ: dict[str, Any], server: ServerInfo, scheme: str) -> None:
+    if "SERVER_PROTOCOL" not in environ:
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1"
+    name = environ.get("SERVER_NAME")
+    port = environ.get("SERVER_PORT")
+    if name and port:
         return
-    host, port = _host_and_port(environ.get("HTTP_HOST", ""), url_scheme(environ))
-    if not environ.get("SERVER_NAME"):
+    host, host_port = _host_and_port(environ.get("HTTP_HOST", ""), scheme)
+    if not name:
         environ["SERVER_NAME"] = host or server.server_name
-    if not environ.get("SERVER_PORT"):
-        environ["SERVER_PORT"] = port if host else server.server_port
+    if not port:
+        environ["SERVER_PORT"] = host_port if host else server.server_port
 
 
 def _host_and_port(host_header: str, scheme: str) -> tuple[str, str]:
@@ -164,7 +225,8 @@ def is_apache_proxy(environ: Mapping[str, Any]) -> bool:
     ``SetEnvIf``) is still percent-encoded while SCRIPT_NAME is cut by its
     length (``/caf%C3%A9`` leaves SCRIPT_NAME ``/app/caf\xc3\xa9``).
     """
-    return str(environ.get("SCRIPT_FILENAME", "")).startswith("proxy:")
+    filename = environ.get("SCRIPT_FILENAME")
+    return filename is not None and str(filename).startswith("proxy:")
 
 
 def _apache_current_path(environ: Mapping[str, Any]) -> str | None:
@@ -190,9 +252,11 @@ def _request_path(environ: Mapping[str, Any]) -> str:
     uri = environ.get("REQUEST_URI")
     if uri is None:
         return str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-    raw_path = uri.partition("?")[0].partition("#")[0]
+    raw_path: str = uri.partition("?")[0].partition("#")[0]
     if "://" in raw_path and not raw_path.startswith("/"):
         # An absolute-form request target (proxy style): keep only its path.
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+    if "%" not in raw_path:
+        return raw_path
     # unquote_to_bytes() would encode a str as UTF-8: give it the wire bytes.
     return unquote_to_bytes(raw_path.encode("latin-1")).decode("latin-1")

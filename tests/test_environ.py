@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scgiwsgi.environ import ServerInfo, build_environ, split_script_name, url_scheme
+from scgiwsgi.environ import (
+    ServerInfo,
+    build_environ,
+    environ_from_variables,
+    split_script_name,
+    url_scheme,
+)
+from scgiwsgi.protocol import RequestHead, RequestParser
 
 BASE = {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET"}
 
@@ -305,3 +316,104 @@ def test_without_request_uri_the_sent_paths_are_split() -> None:
 )
 def test_split_script_name(path: str, prefix: str, expected: tuple[str, str]) -> None:
     assert split_script_name(path, prefix) == expected
+
+
+# -- environ_from_variables ----------------------------------------------------------
+
+VALID = Path(__file__).parent / "data" / "valid"
+
+
+def _corpus_heads() -> list[tuple[str, RequestHead]]:
+    heads = []
+    for path in sorted(VALID.glob("*.scgi")):
+        limits = json.loads(path.with_suffix(".json").read_text(encoding="ascii")).get("limits", {})
+        parser = RequestParser(**limits)
+        parser.receive_data(path.read_bytes())
+        head = parser.next_event()
+        assert isinstance(head, RequestHead), path.name
+        heads.append((path.stem, head))
+    return heads
+
+
+CORPUS_HEADS = _corpus_heads()
+EXTRA_VARIABLES = [
+    {},
+    {"HTTPS": "on", "HTTP_HOST": "example.com:8443", "SERVER_NAME": "", "SERVER_PORT": ""},
+    {"REQUEST_URI": "/app/caf%C3%A9/%2Fx?q=1", "HTTP_CONTENT_TYPE": "a", "CONTENT_TYPE": ""},
+    {"SCRIPT_FILENAME": "proxy:scgi://127.0.0.1:4000/", "SCRIPT_NAME": "/app/x"},
+    {"PATH_INFO": "/app/lighttpd", "SCRIPT_NAME": "", "REQUEST_SCHEME": " HTTPS "},
+]
+
+
+@pytest.mark.parametrize("extra", EXTRA_VARIABLES)
+@pytest.mark.parametrize("script_name", ["", "/app"])
+@pytest.mark.parametrize(("name", "head"), CORPUS_HEADS, ids=[n for n, _ in CORPUS_HEADS])
+def test_environ_from_variables_matches_build_environ(
+    name: str, head: RequestHead, script_name: str, extra: dict[str, str]
+) -> None:
+    server = ServerInfo(server_name="10.0.0.1", server_port="4000", script_name=script_name)
+    variables = {**head.variables, **extra}
+    raw = {k.encode("latin-1"): v.encode("latin-1") for k, v in variables.items()}
+    body, errors = io.BytesIO(), io.StringIO()
+    options: dict[str, Any] = {"server": server, "wsgi_input": body, "wsgi_errors": errors}
+    from_bytes = build_environ(raw, **options, file_wrapper=object)
+    from_str = environ_from_variables(variables, **options, file_wrapper=object)
+    assert from_str == from_bytes
+    assert from_str["wsgi.input"] is body
+    assert from_str["wsgi.errors"] is errors
+    assert from_str["wsgi.file_wrapper"] is object
+
+
+def test_environ_from_variables_does_not_change_the_callers_mapping() -> None:
+    variables = {
+        **BASE,
+        "HTTP_CONTENT_TYPE": "text/plain",
+        "HTTP_CONTENT_LENGTH": "0",
+        "CONTENT_TYPE": "",
+        "REQUEST_URI": "/x%20y?a=b",
+    }
+    before = dict(variables)
+    environ = environ_from_variables(variables, server=ServerInfo(), wsgi_input=io.BytesIO())
+    assert variables == before
+    assert list(variables) == list(before)
+    assert environ is not variables
+    assert "HTTP_CONTENT_TYPE" not in environ
+    assert environ["PATH_INFO"] == "/x y"
+    assert environ["QUERY_STRING"] == "a=b"
+
+
+def test_environ_from_variables_takes_a_read_only_mapping() -> None:
+    variables = types.MappingProxyType({**BASE, "HTTP_HOST": "h:81", "CONTENT_TYPE": ""})
+    environ = environ_from_variables(variables, server=ServerInfo(), wsgi_input=io.BytesIO())
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("h", "81")
+    assert "CONTENT_TYPE" not in environ
+    assert variables["CONTENT_TYPE"] == ""
+
+
+def test_wsgi_keys_from_variables_and_defaults() -> None:
+    environ = environ_from_variables(
+        {"wsgi.version": "forged", "wsgi.url_scheme": "ftp", **BASE},
+        server=ServerInfo(multithread=True),
+        wsgi_input=None,
+    )
+    assert environ["wsgi.version"] == (1, 0)
+    assert environ["wsgi.url_scheme"] == "http"
+    assert environ["wsgi.errors"] is sys.stderr
+    assert environ["wsgi.multithread"] is True
+    assert environ["wsgi.multiprocess"] is False
+    assert environ["wsgi.run_once"] is False
+    assert environ["wsgi.input_terminated"] is True
+    assert "wsgi.file_wrapper" not in environ
+
+
+def test_server_info_flags_can_change_after_construction() -> None:
+    server = ServerInfo()
+    server.multithread = True
+    server.multiprocess = True
+    assert (server.multithread, server.multiprocess) == (True, True)
+    environ = environ_from_variables(BASE, server=server, wsgi_input=None)
+    assert environ["wsgi.multithread"] is True
+    assert environ["wsgi.multiprocess"] is True
+    # Environs already built keep their own copy of the flags.
+    server.multithread = False
+    assert environ["wsgi.multithread"] is True
