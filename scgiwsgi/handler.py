@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from .config import Config
-from .environ import ServerInfo, build_environ
+from .environ import ServerInfo, environ_from_variables
 from .errors import IncompleteRequest, ProtocolError
 from .gateway import Outcome, WSGIApp, run_application
 from .offload import OffloadFiles, parse_offload
@@ -302,8 +302,8 @@ class ConnectionHandler:
         # Keep our own reference: the app or a middleware may replace
         # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
         body = BodyInput(reader.read_chunk, head.content_length)
-        environ = build_environ(
-            head.headers,
+        environ = environ_from_variables(
+            head.variables,
             server=self._server_info(listener),
             wsgi_input=body,
             wsgi_errors=sys.stderr,
