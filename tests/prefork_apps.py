@@ -12,7 +12,7 @@ Routes (the body of each is small unless said otherwise):
 ``/``          the worker's pid; ``?S`` sleeps S seconds first
 ``/sleep``     sleeps ``?S`` seconds (default 1), then answers ``BIG_BODY``
 ``/hang``      stuck in :func:`hang_here` for ``?S`` seconds (for --timeout)
-``/env``       JSON: pid, wsgi.multithread, wsgi.multiprocess
+``/env``       JSON: pid, wsgi.multithread, wsgi.multiprocess, gc's frozen count
 ``/exit``      the worker ends with ``os._exit(3)``
 ``/segv``      the worker kills itself with SIGSEGV
 =============  ==========================================================
@@ -20,6 +20,7 @@ Routes (the body of each is small unless said otherwise):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -72,6 +73,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
             "pid": os.getpid(),
             "multithread": environ["wsgi.multithread"],
             "multiprocess": environ["wsgi.multiprocess"],
+            "frozen_objects": gc.get_freeze_count(),
         }
         body = json.dumps(report).encode()
         content_type = "application/json"

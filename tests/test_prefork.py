@@ -498,6 +498,16 @@ def test_environ_says_multiprocess_and_multithread_when_threaded(
     assert report["multithread"] is multithread
 
 
+def test_workers_leave_their_startup_objects_out_of_garbage_collection(
+    prefork: StartServer,
+) -> None:
+    server = prefork("--workers", "1")
+    server.wait_workers(1)
+    report = json.loads(server.request("/env").body)
+    # The app, its modules and the server's own objects: thousands.
+    assert report["frozen_objects"] > 1000
+
+
 @pytest.mark.parametrize("jitter", [0, 5])
 def test_max_requests_recycles_workers_without_losing_a_request(
     prefork: StartServer, jitter: int

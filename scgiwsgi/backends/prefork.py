@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import mmap
 import os
@@ -51,6 +52,7 @@ __all__ = [
     "NOTE_RETIRING",
     "SLOT_SIZE",
     "WorkerContext",
+    "freeze_startup_objects",
     "read_notes",
     "read_slot",
     "run_worker",
@@ -150,6 +152,7 @@ class _Worker:
         app = self._load_app()
         if app is None:
             return EXIT_APP_IMPORT
+        freeze_startup_objects()
         backend = self._make_backend(app)
         backend.watch(self.context.alive_fd, self._arbiter_gone)
         self._note(NOTE_READY)
@@ -324,6 +327,20 @@ class _Worker:
         for handler in logging.getLogger("scgiwsgi").handlers:
             handler.flush()
         os._exit(EXIT_TIMEOUT)
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then leave every object alive now out of later collections.
+
+    Strategy: the application's modules, classes and functions live as long
+    as the process, yet each full collection of the cyclic garbage collector
+    walks all of them again (tens of milliseconds for a large Django
+    project, every few hundred requests).  ``gc.freeze()`` moves them to a
+    generation that is never collected, so collections only walk what the
+    requests allocate.  Only for processes the server owns.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _describe_request(environ: dict[str, Any] | None) -> str:
