@@ -12,7 +12,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from .errors import ResponseError
 from .protocol import encode_response_head, reason_phrase
@@ -34,6 +34,11 @@ SendFile = Callable[[IO[bytes], int, int], int]
 _STATUS_RE = re.compile(r"([2-5][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*)\Z")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Everything a header value may not hold: the control characters above and
+# whatever is not latin-1.  One search checks a value (after the cheaper
+# isascii() and isprintable(), which pass most values); only a failure works
+# out which of the two it was.
+_find_forbidden = re.compile(r"[^\t\x20-\x7e\x80-\xff]").search
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -49,6 +54,18 @@ _HOP_BY_HOP = frozenset(
 )
 _NO_BODY_STATUSES = frozenset({204, 304})
 _COALESCE_LIMIT = 256 * 1024
+_SEND_TIMED_OUT = "timed out sending the response"
+_SENDFILE_TIMED_OUT = "timed out sending a file"
+
+# Per-process caches of what passed validation, so that "200 OK" and
+# "Content-Type" are checked once.  Bounded: once full nothing is added (an
+# application inventing header names per request cannot grow them), and the
+# size check racing between threads can overshoot by a few entries at most.
+_CACHE_LIMIT = 512
+_valid_names: dict[str, str] = {}
+"""Header names known to be valid tokens, neither hop-by-hop nor Status: name -> name.lower()."""
+_valid_statuses: dict[str, int] = {}
+"""Status strings known to be valid: status -> code."""
 
 
 class ClientDisconnected(ConnectionError):
@@ -68,13 +85,19 @@ def validate_status(status: object) -> int:
     """
     if type(status) is not str:
         raise ResponseError(f"status must be a str, not {type(status).__name__}")
+    code = _valid_statuses.get(status)
+    if code is not None:
+        return code
     match = _STATUS_RE.match(status)
     if match is None or not _is_latin1(status):
         raise ResponseError(
             f"invalid status {status!r}: expected 'NNN Reason' with NNN between 200 and 599"
             " and a latin-1 reason"
         )
-    return int(match.group(1))
+    code = int(match.group(1))
+    if len(_valid_statuses) < _CACHE_LIMIT:
+        _valid_statuses[status] = code
+    return code
 
 
 def _is_latin1(text: str) -> bool:
@@ -98,38 +121,80 @@ def validate_header(header: object) -> tuple[str, str]:
     name, value = header
     if type(name) is not str or type(value) is not str:
         raise ResponseError(f"header name and value must be str: {header!r}")
+    if name not in _valid_names:
+        _check_new_name(name, value)
+    elif not _is_plain_value(value):
+        _reject_value(name, value)
+    return name, value
+
+
+def _check_new_name(name: str, value: str) -> str:
+    """Check a header not seen before, in the order of the error messages."""
     if not _TOKEN_RE.match(name):
         raise ResponseError(f"invalid header name {name!r}")
-    if _BAD_VALUE_RE.search(value):
-        raise ResponseError(f"header {name} has a control character (CR, LF, NUL...) in {value!r}")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ResponseError(f"header {name} value is not latin-1: {value!r}") from None
+    if not _is_plain_value(value):
+        _reject_value(name, value)
     lowered = name.lower()
     if lowered in _HOP_BY_HOP:
         raise ResponseError(f"hop-by-hop header {name} is not allowed in a WSGI response")
     if lowered == "status":
         raise ResponseError("a 'Status' header is not allowed; pass the status to start_response")
-    return name, value
+    if len(_valid_names) < _CACHE_LIMIT:
+        _valid_names[name] = lowered
+    return lowered
 
 
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            if not value.strip().isdigit() or not value.strip().isascii():
-                raise ResponseError(f"Content-Length must be decimal digits, not {value!r}")
-            return int(value.strip())
-    return None
+def _is_plain_value(value: str) -> bool:
+    # Printable ASCII (most values) is checked by two C loops, faster than a
+    # regular expression; tabs and non-ASCII text take the regular expression.
+    return (value.isascii() and value.isprintable()) or _find_forbidden(value) is None
+
+
+def _reject_value(name: str, value: str) -> NoReturn:
+    if _BAD_VALUE_RE.search(value):
+        raise ResponseError(f"header {name} has a control character (CR, LF, NUL...) in {value!r}")
+    raise ResponseError(f"header {name} value is not latin-1: {value!r}")
+
+
+def _parse_content_length(value: str) -> int:
+    stripped = value.strip()
+    if not stripped.isdigit() or not stripped.isascii():
+        raise ResponseError(f"Content-Length must be decimal digits, not {value!r}")
+    return int(stripped)
+
+
+def _client_gone(exc: OSError, timed_out: str) -> ClientDisconnected:
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
+        return ClientDisconnected(timed_out)
+    return ClientDisconnected(str(exc))
 
 
 class Response:
     """One WSGI response, written through ``send`` (and ``sendfile``).
 
-    ``send`` must send all bytes or raise :class:`ClientDisconnected`.
-    ``head_request`` lifts the Content-Length completeness check, since a
-    HEAD response declares a length but carries no body.
+    ``send(data)`` must send all of ``data`` or raise; ``sendfile(file,
+    offset, count)`` returns how many bytes it sent or raises.  Both may be a
+    socket's own methods (``sock.sendall``): an :class:`OSError` they raise
+    becomes :class:`ClientDisconnected`, with the message "timed out sending
+    the response" (or "... a file") for :class:`TimeoutError` and
+    :class:`BlockingIOError` (a blocking socket's ``SO_SNDTIMEO`` expiring)
+    and ``str(exc)`` otherwise; a :class:`ClientDisconnected` they raise
+    passes unchanged.  ``head_request`` lifts the Content-Length completeness
+    check, since a HEAD response declares a length but carries no body.
     """
+
+    __slots__ = (
+        "_head_request",
+        "_send",
+        "_sendfile",
+        "body_bytes",
+        "content_length",
+        "headers",
+        "headers_sent",
+        "status",
+        "status_code",
+        "truncated",
+    )
 
     def __init__(
         self,
@@ -166,11 +231,36 @@ class Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise ResponseError("start_response was called a second time without exc_info")
-        code = validate_status(status)
+        code = _valid_statuses.get(status) if type(status) is str else None
+        if code is None:
+            code = validate_status(status)
         if type(headers) is not list:
             raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
-        checked = [validate_header(header) for header in headers]
-        self.content_length = _content_length(checked)
+        # Strategy: one pass validates every header and notes the first
+        # Content-Length; that value is parsed after the loop, so that an
+        # invalid header anywhere is still reported before a bad length.
+        checked = headers.copy()
+        length_value: str | None = None
+        names = _valid_names
+        for header in checked:
+            if type(header) is not tuple or len(header) != 2:
+                validate_header(header)  # raises
+            name, value = header
+            if type(name) is not str or type(value) is not str:
+                validate_header(header)  # raises
+            lowered = names.get(name)
+            if lowered is None:
+                lowered = _check_new_name(name, value)
+            elif not (value.isascii() and value.isprintable()) and _find_forbidden(value):
+                _reject_value(name, value)
+            if lowered == "content-length" and length_value is None:
+                length_value = value
+        if length_value is None:
+            self.content_length = None
+        elif length_value.isascii() and length_value.isdigit():
+            self.content_length = int(length_value)
+        else:
+            self.content_length = _parse_content_length(length_value)
         self.status, self.status_code, self.headers = status, code, checked
         return self.write
 
@@ -180,30 +270,34 @@ class Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise ResponseError(f"response data must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        if self.status is None:
+        status = self.status
+        if status is None:
             raise ResponseError("write() or a body chunk came before start_response()")
         if not data:
             return
-        data = self._clip(data)
-        if not self.headers_sent:
-            head = self._take_head()
-            if len(data) <= _COALESCE_LIMIT:
-                self._send(head + data)
+        limit = self.content_length
+        if limit is not None and len(data) > limit - self.body_bytes:
+            room = max(limit - self.body_bytes, 0)
+            self.truncated += len(data) - room
+            data = data[:room]
+        send = self._send
+        try:
+            if self.headers_sent:
+                if data:
+                    send(data)
             else:
-                self._send(head)
-                self._send(data)
-        elif data:
-            self._send(data)
+                self.headers_sent = True
+                head = encode_response_head(status, self.headers)
+                if len(data) <= _COALESCE_LIMIT:
+                    send(head + data)
+                else:
+                    send(head)
+                    send(data)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:
+            raise _client_gone(exc, _SEND_TIMED_OUT) from None
         self.body_bytes += len(data)
-
-    def _clip(self, data: bytes) -> bytes:
-        if self.content_length is None:
-            return data
-        room = self.content_length - self.body_bytes
-        if len(data) > room:
-            self.truncated += len(data) - max(room, 0)
-            return data[: max(room, 0)]
-        return data
 
     def _take_head(self) -> bytes:
         if self.status is None:
@@ -211,16 +305,26 @@ class Response:
         self.headers_sent = True
         return encode_response_head(self.status, self.headers)
 
+    def _send_head(self) -> None:
+        head = self._take_head()
+        try:
+            self._send(head)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:
+            raise _client_gone(exc, _SEND_TIMED_OUT) from None
+
     # -- completion ------------------------------------------------------------
 
     def finish(self) -> None:
         """Send the head if no body was sent, then check the length.
 
         Raises :class:`ShortResponse` when fewer body bytes than the declared
-        Content-Length were sent (the caller must abort the connection).
+        Content-Length were sent (the caller must abort the connection), and
+        :class:`ClientDisconnected` when sending the head failed.
         """
         if not self.headers_sent:
-            self._send(self._take_head())
+            self._send_head()
         expected = self.content_length
         exempt = self._head_request or self.status_code in _NO_BODY_STATUSES
         if expected is not None and not exempt and self.body_bytes < expected:
@@ -249,7 +353,8 @@ class Response:
 
         Honours the file's current position and a declared Content-Length.
         When False is returned nothing was sent and the caller iterates the
-        wrapper instead.
+        wrapper instead.  Raises :class:`ClientDisconnected` when sending
+        failed.
         """
         if self._sendfile is None or self.status is None:
             return False
@@ -261,9 +366,15 @@ class Response:
         if self.content_length is not None:
             count = min(count, self.content_length - self.body_bytes)
         if not self.headers_sent:
-            self._send(self._take_head())
+            self._send_head()
         if count > 0:
-            self.body_bytes += self._sendfile(wrapper.filelike, position, count)
+            try:
+                sent = self._sendfile(wrapper.filelike, position, count)
+            except ClientDisconnected:
+                raise
+            except OSError as exc:
+                raise _client_gone(exc, _SENDFILE_TIMED_OUT) from None
+            self.body_bytes += sent
         return True
 
 

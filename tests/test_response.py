@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from scgiwsgi import response as response_module
 from scgiwsgi.errors import ResponseError
 from scgiwsgi.response import (
+    ClientDisconnected,
     FileWrapper,
     Response,
     ShortResponse,
@@ -270,6 +276,106 @@ def test_invalid_content_length(value: str) -> None:
     response, _ = make()
     with pytest.raises(ResponseError):
         response.start_response("200 OK", [("Content-Length", value)])
+
+
+def _reference_value_error(value: str) -> str | None:
+    # The value rules spelled out: control characters first, then latin-1.
+    if any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in value):
+        return "control character"
+    if any(ord(char) > 0xFF for char in value):
+        return "not latin-1"
+    return None
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF)) | st.text())
+def test_header_values_follow_the_reference_rules(value: str) -> None:
+    expected = _reference_value_error(value)
+    for _ in range(2):  # the first call caches the name, the second takes the cached path
+        if expected is None:
+            assert validate_header(("X-Value", value)) == ("X-Value", value)
+        else:
+            with pytest.raises(ResponseError, match=expected):
+                validate_header(("X-Value", value))
+        response, _ = make()
+        if expected is None:
+            response.start_response("200 OK", [("X-Value", value)])
+        else:
+            with pytest.raises(ResponseError, match=expected):
+                response.start_response("200 OK", [("X-Value", value)])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("a\nb", "control character"),
+        ("\u2713", "not latin-1"),
+        ("\u2713\r", "control character"),  # both: the control character is named
+    ],
+)
+def test_a_known_name_still_has_its_value_checked(value: str, message: str) -> None:
+    validate_header(("X-Known", "fine"))
+    response, _ = make()
+    response.start_response("200 OK", [("X-Known", "fine")])
+    with pytest.raises(ResponseError, match=message):
+        validate_header(("X-Known", value))
+    response, wire = make()
+    with pytest.raises(ResponseError, match=message):
+        response.start_response("200 OK", [("X-Known", value)])
+    assert wire.sends == []
+
+
+def test_str_subclasses_are_refused_after_the_plain_str_was_accepted() -> None:
+    class Text(str):
+        pass
+
+    assert validate_status("200 OK") == 200
+    validate_header(("Content-Type", "text/plain"))
+    with pytest.raises(ResponseError, match="status must be a str"):
+        validate_status(Text("200 OK"))
+    with pytest.raises(ResponseError, match="must be str"):
+        validate_header((Text("Content-Type"), "text/plain"))
+    response, _ = make()
+    with pytest.raises(ResponseError, match="status must be a str"):
+        response.start_response(Text("200 OK"), [])
+    with pytest.raises(ResponseError, match="must be str"):
+        response.start_response("200 OK", [(Text("Content-Type"), "text/plain")])
+
+
+def test_the_caches_of_valid_names_and_statuses_are_bounded() -> None:
+    limit = response_module._CACHE_LIMIT
+    for index in range(limit + 10):
+        validate_header((f"X-Generated-{index}", "v"))
+        validate_status(f"299 Generated {index}")
+    assert len(response_module._valid_names) <= limit
+    assert len(response_module._valid_statuses) <= limit
+    # Names and statuses past the limit are still checked, and still pass.
+    assert validate_header(("X-One-More", "v")) == ("X-One-More", "v")
+    assert validate_status("299 One More") == 299
+    with pytest.raises(ResponseError, match="hop-by-hop"):
+        validate_header(("Connection", "close"))
+    with pytest.raises(ResponseError, match="invalid status"):
+        validate_status("600 Nope")
+
+
+def test_an_invalid_header_is_reported_before_a_bad_content_length() -> None:
+    response, _ = make()
+    with pytest.raises(ResponseError, match="hop-by-hop"):
+        response.start_response("200 OK", [("Content-Length", "abc"), ("Connection", "close")])
+
+
+def test_the_first_content_length_counts_and_padding_is_allowed() -> None:
+    response, _ = make()
+    response.start_response("200 OK", [("content-length", " 5 "), ("Content-Length", "7")])
+    assert response.content_length == 5
+
+
+def test_start_response_keeps_its_own_copy_of_the_headers() -> None:
+    headers = [("Content-Type", "text/plain")]
+    response, wire = make()
+    response.start_response("200 OK", headers)
+    headers.append(("X-Late", "1"))
+    response.finish()
+    assert wire.split()[0] == [b"Status: 200 OK", b"Content-Type: text/plain"]
 
 
 # -- start_response call rules ------------------------------------------------------------
@@ -547,3 +653,157 @@ def test_file_wrapper_close_without_a_close_method() -> None:
 
     FileWrapper(Reader()).close()  # must not raise
     assert list(FileWrapper(Reader())) == []
+
+
+# -- send and sendfile failures ----------------------------------------------------------------
+
+TIMED_OUT = "timed out sending the response"
+FILE_TIMED_OUT = "timed out sending a file"
+SEND_FAILURES = [
+    (BlockingIOError(11, "Resource temporarily unavailable"), TIMED_OUT),
+    (TimeoutError("timed out"), TIMED_OUT),
+    (BrokenPipeError(32, "Broken pipe"), "[Errno 32] Broken pipe"),
+    (ConnectionResetError(104, "Connection reset by peer"), "[Errno 104] Connection reset by peer"),
+    (OSError(9, "Bad file descriptor"), "[Errno 9] Bad file descriptor"),
+]
+
+
+class FailingSend:
+    """A ``send`` like ``sock.sendall``: succeeds ``ok`` times, then raises ``error``."""
+
+    def __init__(self, error: BaseException, ok: int = 0) -> None:
+        self.error = error
+        self.ok = ok
+        self.sends: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        if len(self.sends) >= self.ok:
+            raise self.error
+        self.sends.append(bytes(data))
+
+
+def _first_write(response: Response) -> None:
+    response.start_response("200 OK", [])
+    response.write(b"body")
+
+
+def _later_write(response: Response) -> None:
+    response.start_response("200 OK", [])
+    response.write(b"first")
+    response.write(b"second")
+
+
+def _large_write(response: Response) -> None:
+    # Past the coalescing limit the head and the data are two sends.
+    response.start_response("200 OK", [])
+    response.write(b"x" * (response_module._COALESCE_LIMIT + 1))
+
+
+def _head_at_finish(response: Response) -> None:
+    response.start_response("204 No Content", [])
+    response.finish()
+
+
+def _error_page(response: Response) -> None:
+    response.send_error(500)
+
+
+@pytest.mark.parametrize(
+    ("action", "ok"),
+    [
+        (_first_write, 0),
+        (_later_write, 1),
+        (_large_write, 0),
+        (_large_write, 1),
+        (_head_at_finish, 0),
+        (_error_page, 0),
+    ],
+)
+@pytest.mark.parametrize(("error", "message"), SEND_FAILURES)
+def test_send_errors_become_client_disconnected(
+    action: Callable[[Response], None], ok: int, error: OSError, message: str
+) -> None:
+    send = FailingSend(error, ok)
+    response = Response(send)
+    with pytest.raises(ClientDisconnected) as raised:
+        action(response)
+    assert str(raised.value) == message
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    assert len(send.sends) == ok
+
+
+def test_client_disconnected_from_send_passes_unchanged() -> None:
+    gone = ClientDisconnected("the front end went away")
+    for action in (_first_write, _later_write, _head_at_finish):
+        response = Response(FailingSend(gone, ok=1 if action is _later_write else 0))
+        with pytest.raises(ClientDisconnected) as raised:
+            action(response)
+        assert raised.value is gone
+
+
+def test_a_failed_send_counts_no_body_bytes() -> None:
+    response = Response(FailingSend(BrokenPipeError(32, "Broken pipe"), ok=1))
+    response.start_response("200 OK", [])
+    response.write(b"first")
+    with pytest.raises(ClientDisconnected):
+        response.write(b"second")
+    assert response.body_bytes == len(b"first")
+
+
+def test_non_os_errors_from_send_are_not_converted() -> None:
+    response = Response(FailingSend(ValueError("a bug in send")))
+    with pytest.raises(ValueError, match="a bug in send"):
+        _first_write(response)
+
+
+class FailingSendfile:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, file: IO[bytes], offset: int, count: int) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (error, FILE_TIMED_OUT if message == TIMED_OUT else message)
+        for error, message in SEND_FAILURES
+    ],
+)
+def test_sendfile_errors_become_client_disconnected(
+    data_file: Path, error: OSError, message: str
+) -> None:
+    response, wire = make(sendfile=FailingSendfile(error))
+    with data_file.open("rb") as file:
+        response.start_response("200 OK", [])
+        with pytest.raises(ClientDisconnected) as raised:
+            response.send_file(FileWrapper(file))
+    assert str(raised.value) == message
+    assert raised.value.__cause__ is None
+    assert wire.sends == [b"Status: 200 OK\r\n\r\n"]
+    assert response.body_bytes == 0
+
+
+def test_client_disconnected_from_sendfile_passes_unchanged(data_file: Path) -> None:
+    gone = ClientDisconnected("the front end went away")
+    response, _ = make(sendfile=FailingSendfile(gone))
+    with data_file.open("rb") as file:
+        response.start_response("200 OK", [])
+        with pytest.raises(ClientDisconnected) as raised:
+            response.send_file(FileWrapper(file))
+    assert raised.value is gone
+
+
+@pytest.mark.parametrize(("error", "message"), SEND_FAILURES)
+def test_send_errors_for_the_head_before_sendfile(
+    data_file: Path, error: OSError, message: str
+) -> None:
+    sendfile = FakeSendfile()
+    response = Response(FailingSend(error), sendfile=sendfile)
+    with data_file.open("rb") as file:
+        response.start_response("200 OK", [])
+        with pytest.raises(ClientDisconnected, match=re.escape(message)):
+            response.send_file(FileWrapper(file))
+    assert sendfile.calls == []
