@@ -43,9 +43,14 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
     result: Iterable[bytes] | None = None
     try:
         result = app(environ, response.start_response)
-        _send_body(result, response)
+        if type(result) is list:
+            _send_list(result, response)
+        else:
+            _send_body(result, response)
         response.finish()
-        return _complete(response, environ)
+        if response.truncated:
+            _warn_truncated(response, environ)
+        return Outcome.COMPLETE
     except ClientDisconnected as exc:
         log.info("%s: connection to the front end lost (%s)", _where(environ), exc)
         return Outcome.GONE
@@ -55,7 +60,23 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
     except Exception:
         return _app_failed(response, environ)
     finally:
-        _close_result(result, environ)
+        # A plain list (the common ``[body]``) has no close().
+        if type(result) is not list:
+            _close_result(result, environ)
+
+
+def _send_list(result: list[bytes], response: Response) -> None:
+    write = response.write
+    if response.content_length is None:
+        # Nothing can be truncated, and iterating a list runs no application
+        # code that could call start_response again and declare a length.
+        for chunk in result:
+            write(chunk)
+        return
+    for chunk in result:
+        write(chunk)
+        if response.truncated:
+            break
 
 
 def _send_body(result: Iterable[bytes], response: Response) -> None:
@@ -65,20 +86,19 @@ def _send_body(result: Iterable[bytes], response: Response) -> None:
         raise ResponseError(f"the application returned {kind}; return a list such as [body]")
     if isinstance(result, FileWrapper) and response.send_file(result):
         return
+    write = response.write
     for chunk in result:
-        response.write(chunk)
+        write(chunk)
         if response.truncated:
             break
 
 
-def _complete(response: Response, environ: dict[str, Any]) -> Outcome:
-    if response.truncated:
-        log.warning(
-            "%s: application sent more than its Content-Length (%s); the excess was dropped",
-            _where(environ),
-            response.content_length,
-        )
-    return Outcome.COMPLETE
+def _warn_truncated(response: Response, environ: dict[str, Any]) -> None:
+    log.warning(
+        "%s: application sent more than its Content-Length (%s); the excess was dropped",
+        _where(environ),
+        response.content_length,
+    )
 
 
 def _app_failed(response: Response, environ: dict[str, Any]) -> Outcome:

@@ -461,6 +461,64 @@ def test_client_disconnect_while_reading_the_body_is_gone(
     assert [record.levelno for record in records(error_log)] == [logging.INFO]
 
 
+class SocketSend:
+    """A ``send`` like ``sock.sendall``: raises ``error`` (an OSError) on every call."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def __call__(self, data: bytes) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (BrokenPipeError(32, "Broken pipe"), "Broken pipe"),
+        (BlockingIOError(11, "Resource temporarily unavailable"), "timed out sending the response"),
+        (TimeoutError("timed out"), "timed out sending the response"),
+    ],
+)
+def test_os_errors_of_a_socket_send_are_gone(
+    error_log: pytest.LogCaptureFixture, error: OSError, message: str
+) -> None:
+    result = Body([b"a"])
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return result
+
+    response = Response(SocketSend(error))
+    outcome = run_application(validator(app), make_environ(), response)
+    assert outcome is Outcome.GONE
+    assert result.closed == 1
+    logged = records(error_log)
+    assert [record.levelno for record in logged] == [logging.INFO]
+    assert message in logged[0].getMessage()
+    assert "Traceback" not in error_log.text
+
+
+def test_sendfile_timeout_is_gone_and_the_file_closed(
+    tmp_path: Path, error_log: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 50)
+    file = path.open("rb")
+
+    def sendfile(file: IO[bytes], offset: int, count: int) -> int:
+        raise TimeoutError("timed out")
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](file)
+
+    outcome, wire, _ = run(app, sendfile=sendfile)
+    assert outcome is Outcome.GONE
+    assert len(wire.sends) == 1  # the head
+    assert file.closed
+    assert "timed out sending a file" in records(error_log)[0].getMessage()
+
+
 # -- close() -----------------------------------------------------------------------------------
 
 
@@ -598,3 +656,61 @@ def test_file_wrapper_without_fileno_is_iterated_and_closed() -> None:
     assert sendfile.calls == []
     assert wire.split()[1] == b"in-memory file"
     assert stream.closed
+
+
+# -- list results ------------------------------------------------------------------------------
+
+
+def test_list_result_without_content_length_sends_every_chunk() -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[Any]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"one ", b"", b"two ", bytearray(b"three")]
+
+    outcome, wire, response = run(app)
+    assert outcome is Outcome.COMPLETE
+    assert wire.split()[1] == b"one two three"
+    assert response.body_bytes == len(b"one two three")
+    assert response.truncated == 0
+
+
+def test_list_result_past_content_length_stops_at_the_first_excess(
+    error_log: pytest.LogCaptureFixture,
+) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "15")])
+        return [b"0123456789", b"0123456789", b"0123456789"]
+
+    outcome, wire, response = run(app)
+    assert outcome is Outcome.COMPLETE
+    assert wire.split()[1] == b"0123456789" + b"01234"
+    assert response.truncated == 5  # the third chunk is not looked at
+    assert [record.levelno for record in records(error_log)] == [logging.WARNING]
+
+
+def test_list_result_with_a_bad_chunk_gives_500(error_log: pytest.LogCaptureFixture) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[Any]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["not bytes"]
+
+    outcome, wire, _ = run(app)
+    assert outcome is Outcome.COMPLETE
+    assert wire.split()[0][0] == b"Status: 500 Internal Server Error"
+
+
+def test_list_subclass_with_close_is_closed() -> None:
+    class ClosingList(list[bytes]):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    result = ClosingList([b"body"])
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> ClosingList:
+        start_response("200 OK", [])
+        return result
+
+    outcome, wire, _ = run(app)
+    assert outcome is Outcome.COMPLETE
+    assert wire.split()[1] == b"body"
+    assert result.closed == 1
