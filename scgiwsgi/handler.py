@@ -312,8 +312,8 @@ class ConnectionHandler:
         if self.on_request is not None:
             self.on_request(environ)
         response = Response(
-            lambda data: _send_all(sock, data),
-            sendfile=lambda file, offset, count: _send_file(sock, file, offset, count, timeout),
+            sock.sendall,
+            sendfile=_FileSender(sock, timeout).send,
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
@@ -459,28 +459,24 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
 
 
-def _send_all(sock: socket.socket, data: bytes) -> None:
-    try:
-        sock.sendall(data)
-    except (TimeoutError, BlockingIOError):
-        raise ClientDisconnected("timed out sending the response") from None
-    except OSError as exc:
-        raise ClientDisconnected(str(exc)) from None
+class _FileSender:
+    """``sendfile`` for :class:`Response` (which turns OSError into ClientDisconnected).
 
+    ``socket.sendfile()`` on a blocking socket waits without limit when the
+    kernel's send timeout strikes, so the socket first gets CPython's
+    timeout mode.
+    """
 
-def _send_file(
-    sock: socket.socket, file: IO[bytes], offset: int, count: int, timeout: float
-) -> int:
-    # socket.sendfile() on a blocking socket waits without limit when the
-    # kernel's send timeout strikes: give it CPython's timeout mode instead.
-    try:
-        if sock.gettimeout() is None:
-            sock.settimeout(timeout)
-        return sock.sendfile(file, offset, count)
-    except TimeoutError:
-        raise ClientDisconnected("timed out sending a file") from None
-    except OSError as exc:
-        raise ClientDisconnected(str(exc)) from None
+    __slots__ = ("_sock", "_timeout")
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self._sock = sock
+        self._timeout = timeout
+
+    def send(self, file: IO[bytes], offset: int, count: int) -> int:
+        if self._sock.gettimeout() is None:
+            self._sock.settimeout(self._timeout)
+        return self._sock.sendfile(file, offset, count)
 
 
 def _reject(sock: socket.socket, peer: PeerName, exc: ProtocolError) -> None:

@@ -395,10 +395,11 @@ def encode_response_head(status: str, headers: Iterable[tuple[str, str]]) -> byt
     ``status`` is ``"NNN Reason"`` and every name and value must already be
     validated latin-1 text (:mod:`scgiwsgi.response` does that).
     """
-    lines = [f"Status: {status}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    parts = ["Status: ", status, "\r\n"]
+    for name, value in headers:
+        parts += (name, ": ", value, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
 
 
 def encode_error_response(code: int, message: str = "") -> bytes:
