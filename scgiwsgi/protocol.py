@@ -191,9 +191,6 @@ class RequestParser:
         Raises :class:`~scgiwsgi.errors.ProtocolError` for a bad request.
         """
         if self._state is _State.LENGTH:
-            head = self._whole_head()
-            if head is not None:
-                return head
             self._parse_length()
         if self._state is _State.HEADERS:
             head = self._parse_headers()
@@ -204,54 +201,6 @@ class RequestParser:
         if self._state is _State.DONE:
             return self._done_event()
         return self._need_data_or_eof()
-
-    # -- the usual case: a valid head whole in the first chunk ---------------
-
-    def _whole_head(self) -> RequestHead | None:
-        # Strategy: a front end sends the whole head at once, so the first
-        # chunk usually holds all of it.  This checks the same rules as the
-        # step-by-step path below in one function, and gives up (None,
-        # nothing consumed) at the first thing out of the ordinary: the step
-        # path then finds it again and names the problem.
-        buffer = self._buffer
-        colon = buffer.find(b":", 0, 21)
-        if colon <= 0 or (colon > 1 and buffer[0] == 0x30):
-            return None
-        digits = buffer[:colon]
-        if not digits.isdigit():
-            return None
-        end = colon + 1 + int(digits)
-        if end - colon - 1 > self.max_header_size or len(buffer) <= end or buffer[end] != 0x2C:
-            return None
-        items = buffer[colon + 1 : end].decode("latin-1").split("\0")
-        if items.pop() or len(items) % 2:
-            return None
-        pairs = iter(items)
-        variables = dict(zip(pairs, pairs, strict=True))
-        if not variables or len(variables) * 2 != len(items) or "" in variables:
-            return None
-        raw_length = (
-            variables["CONTENT_LENGTH"] if next(iter(variables)) == "CONTENT_LENGTH" else ""
-        )
-        if not (
-            raw_length.isdigit()
-            and raw_length.isascii()
-            and len(raw_length) <= _MAX_CONTENT_LENGTH_DIGITS
-            and variables.get("SCGI") == "1"
-        ):
-            return None
-        content_length = int(raw_length)
-        if self.max_body_size is not None and content_length > self.max_body_size:
-            return None
-        self._buffer = b""
-        self._body_remaining = content_length
-        if content_length:
-            self._state = _State.BODY
-            if len(buffer) > end + 1:
-                self._take_body(bytes(buffer[end + 1 :]))
-        else:
-            self._state = _State.DONE
-        return RequestHead(variables, content_length)
 
     # -- the netstring length -------------------------------------------------
 
