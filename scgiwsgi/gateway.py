@@ -43,10 +43,7 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
     result: Iterable[bytes] | None = None
     try:
         result = app(environ, response.start_response)
-        if type(result) is list:
-            _send_list(result, response)
-        else:
-            _send_body(result, response)
+        _send_body(result, response)
         response.finish()
         if response.truncated:
             _warn_truncated(response, environ)
@@ -65,27 +62,14 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
             _close_result(result, environ)
 
 
-def _send_list(result: list[bytes], response: Response) -> None:
-    write = response.write
-    if response.content_length is None:
-        # Nothing can be truncated, and iterating a list runs no application
-        # code that could call start_response again and declare a length.
-        for chunk in result:
-            write(chunk)
-        return
-    for chunk in result:
-        write(chunk)
-        if response.truncated:
-            break
-
-
 def _send_body(result: Iterable[bytes], response: Response) -> None:
-    if isinstance(result, (str, bytes)):
-        # Not an iterable of bytestrings; an empty one would pass as an empty 200.
-        kind = type(result).__name__
-        raise ResponseError(f"the application returned {kind}; return a list such as [body]")
-    if isinstance(result, FileWrapper) and response.send_file(result):
-        return
+    if type(result) is not list:  # a plain list (the common [body]) needs no check
+        if isinstance(result, (str, bytes)):
+            # Not an iterable of bytestrings; an empty one would pass as an empty 200.
+            kind = type(result).__name__
+            raise ResponseError(f"the application returned {kind}; return a list such as [body]")
+        if isinstance(result, FileWrapper) and response.send_file(result):
+            return
     write = response.write
     for chunk in result:
         write(chunk)
