@@ -230,12 +230,16 @@ class Backend(abc.ABC):
         self._capacity_wanted = False
         if pending:
             self._expire(selector, time.monotonic())
-        served = False
-        while ready and self.has_capacity():
-            self.dispatch(ready.popleft())
-            served = True
-        if served and wanted:
+        if self._dispatch_ready() and wanted:
             self._accept_waiting(selector)
+
+    def _dispatch_ready(self) -> bool:
+        """Hand ready connections to free workers; whether any was handed over."""
+        dispatched = False
+        while self._ready and self.has_capacity():
+            self.dispatch(self._ready.popleft())
+            dispatched = True
+        return dispatched
 
     def _accept_waiting(self, selector: selectors.BaseSelector) -> None:
         # Strategy: under load the next connection is usually queued by the
@@ -247,11 +251,7 @@ class Backend(abc.ABC):
             accepted = False
             for listener in self.listeners:
                 accepted = self._accept(selector, listener) or accepted
-            if not self._ready:
-                return
-            while self._ready and self.has_capacity():
-                self.dispatch(self._ready.popleft())
-            if not accepted:
+            if not accepted or not self._dispatch_ready():
                 return
 
     def _fresh(self, now: float) -> list[float]:
