@@ -12,7 +12,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 from .errors import ResponseError
 from .protocol import encode_response_head, reason_phrase
@@ -116,16 +116,23 @@ def validate_header(header: object) -> tuple[str, str]:
     characters in the value, text that is not latin-1, hop-by-hop headers and
     ``Status`` (the status belongs in ``start_response``'s first argument).
     """
+    _lowered_name(header)
+    return cast("tuple[str, str]", header)
+
+
+def _lowered_name(header: object) -> str:
+    """Check one header tuple as :func:`validate_header` does; return its name lowercased."""
     if type(header) is not tuple or len(header) != 2:
         raise ResponseError(f"header must be a (name, value) tuple, not {header!r}")
     name, value = header
     if type(name) is not str or type(value) is not str:
         raise ResponseError(f"header name and value must be str: {header!r}")
-    if name not in _valid_names:
-        _check_new_name(name, value)
-    elif not _is_plain_value(value):
+    lowered = _valid_names.get(name)
+    if lowered is None:
+        return _check_new_name(name, value)
+    if not _is_plain_value(value):
         _reject_value(name, value)
-    return name, value
+    return lowered
 
 
 def _check_new_name(name: str, value: str) -> str:
@@ -241,20 +248,9 @@ class Response:
         # invalid header anywhere is still reported before a bad length.
         checked = headers.copy()
         length_value: str | None = None
-        names = _valid_names
         for header in checked:
-            if type(header) is not tuple or len(header) != 2:
-                validate_header(header)  # raises
-            name, value = header
-            if type(name) is not str or type(value) is not str:
-                validate_header(header)  # raises
-            lowered = names.get(name)
-            if lowered is None:
-                lowered = _check_new_name(name, value)
-            elif not (value.isascii() and value.isprintable()) and _find_forbidden(value):
-                _reject_value(name, value)
-            if lowered == "content-length" and length_value is None:
-                length_value = value
+            if _lowered_name(header) == "content-length" and length_value is None:
+                length_value = header[1]
         if length_value is None:
             self.content_length = None
         elif length_value.isascii() and length_value.isdigit():
@@ -270,8 +266,7 @@ class Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise ResponseError(f"response data must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        status = self.status
-        if status is None:
+        if self.status is None:
             raise ResponseError("write() or a body chunk came before start_response()")
         if not data:
             return
@@ -280,23 +275,16 @@ class Response:
             room = max(limit - self.body_bytes, 0)
             self.truncated += len(data) - room
             data = data[:room]
-        send = self._send
-        try:
-            if self.headers_sent:
-                if data:
-                    send(data)
+        if self.headers_sent:
+            if data:
+                self._transmit(data)
+        else:
+            head = self._take_head()
+            if len(data) <= _COALESCE_LIMIT:
+                self._transmit(head + data)
             else:
-                self.headers_sent = True
-                head = encode_response_head(status, self.headers)
-                if len(data) <= _COALESCE_LIMIT:
-                    send(head + data)
-                else:
-                    send(head)
-                    send(data)
-        except ClientDisconnected:
-            raise
-        except OSError as exc:
-            raise _client_gone(exc, _SEND_TIMED_OUT) from None
+                self._transmit(head)
+                self._transmit(data)
         self.body_bytes += len(data)
 
     def _take_head(self) -> bytes:
@@ -305,14 +293,16 @@ class Response:
         self.headers_sent = True
         return encode_response_head(self.status, self.headers)
 
-    def _send_head(self) -> None:
-        head = self._take_head()
+    def _transmit(self, data: bytes) -> None:
         try:
-            self._send(head)
+            self._send(data)
         except ClientDisconnected:
             raise
         except OSError as exc:
             raise _client_gone(exc, _SEND_TIMED_OUT) from None
+
+    def _send_head(self) -> None:
+        self._transmit(self._take_head())
 
     # -- completion ------------------------------------------------------------
 
