@@ -13,11 +13,16 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import reliability_apps
 from conftest import ServeFactory, connect, recv_all
 
+from scgiwsgi.client import request
+from scgiwsgi.gateway import WSGIApp
 from scgiwsgi.protocol import encode_request
 
 _STALLED_BODY = encode_request({"REQUEST_URI": "/echo", "REQUEST_METHOD": "POST"}, b"0123456789")[
@@ -78,3 +83,41 @@ def test_an_application_default_timeout_does_not_replace_body_timeout(
         socket.setdefaulttimeout(previous)
     assert raw.startswith(b"Status: 200"), raw[:200]
     assert raw.endswith(b"0123456789")
+
+
+_BIG = 32 * 1024 * 1024  # far beyond what the socket buffers of both ends hold
+
+
+def _big_app(file_path: str) -> WSGIApp:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/small":
+            start_response("200 OK", [("Content-Length", "5")])
+            return [b"small"]
+        start_response("200 OK", [("Content-Length", str(_BIG))])
+        if path == "/file":
+            return environ["wsgi.file_wrapper"](open(file_path, "rb"))
+        return [b"x" * _BIG]
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/list", "/file"])
+def test_a_front_end_that_stops_reading_is_cut_off_by_the_body_timeout(
+    serve: ServeFactory, tmp_path: Path, path: str
+) -> None:
+    # sendall waits under SO_SNDTIMEO; sendfile under CPython's timeout
+    # (socket.sendfile would wait forever on a blocking socket).
+    big_file = tmp_path / "big"
+    with big_file.open("wb") as handle:
+        handle.truncate(_BIG)
+    server = serve(_big_app(str(big_file)), backend="single", body_timeout=0.5)
+    started = time.monotonic()
+    with connect(server.address) as stalled:
+        stalled.sendall(encode_request({"REQUEST_URI": path}))
+        # Never read: the only worker must give up and serve the next one.
+        answer = request(server.address, path="/small", timeout=10.0)
+        took = time.monotonic() - started
+    assert answer.status == 200
+    assert answer.body == b"small"
+    assert 0.4 < took < 5.0, f"the stalled response held the worker for {took:.2f}s"
