@@ -508,6 +508,29 @@ def test_workers_leave_their_startup_objects_out_of_garbage_collection(
     assert report["frozen_objects"] > 1000
 
 
+def _wakeups(pid: int) -> int:
+    """How many times the process went to sleep and was woken (voluntary switches)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_connection_wakes_one_idle_worker_not_all_of_them(prefork: StartServer) -> None:
+    # Four idle workers wait on one listening socket.  The worker that serves
+    # a connection wakes about twice (for the connection, then its header);
+    # without EPOLLEXCLUSIVE all four wake for each one (over 500 in all).
+    requests = 100
+    server = prefork("--workers", "4")
+    workers = server.wait_workers(4)
+    server.request()  # every worker is now idle in its wait
+    before = {pid: _wakeups(pid) for pid in workers}
+    for _ in range(requests):
+        assert server.request().status == 200
+    woken = sum(_wakeups(pid) - count for pid, count in before.items())
+    print(f"\n{requests} requests, 4 idle workers: {woken} wake-ups")
+    assert woken < 3 * requests
+
+
 @pytest.mark.parametrize("jitter", [0, 5])
 def test_max_requests_recycles_workers_without_losing_a_request(
     prefork: StartServer, jitter: int

@@ -1,11 +1,11 @@
 """The accept loop every in-process backend shares.
 
-Strategy: one loop thread (the main thread) owns a selector over the
+Strategy: one loop thread (the main thread) owns a poller over the
 listening sockets, a wake-up socket pair, and every connection whose request
 header is still arriving.  A connection is accepted only while a worker is
 free; its header is read without blocking (usually in the first ``recv``),
 and only a connection with a complete header is handed to a worker.  So a
-peer that sends one byte a second costs a selector entry, never a thread, and
+peer that sends one byte a second costs a poller entry, never a thread, and
 connections this process cannot serve stay in the kernel's listen queue,
 where a sibling process may take them.  :meth:`Backend.shutdown` is safe from
 a signal handler or another thread: it sets a flag and writes one byte to
@@ -19,16 +19,16 @@ import abc
 import collections
 import contextlib
 import logging
-import selectors
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, cast
 
 from ..config import Config
 from ..handler import ListenerInfo, Pending
+from .poller import Poller, new_poller
 
 __all__ = ["MAX_PENDING", "Backend", "Handler", "Listening"]
 
@@ -72,9 +72,10 @@ class Handler(Protocol):
 
 
 class _Watch:
-    __slots__ = ("callback",)
+    __slots__ = ("callback", "fd")
 
-    def __init__(self, callback: Callable[[], None]) -> None:
+    def __init__(self, fd: int, callback: Callable[[], None]) -> None:
+        self.fd = fd
         self.callback = callback
 
 
@@ -101,6 +102,7 @@ class Backend(abc.ABC):
         self._pending: dict[int, Pending] = {}
         self._ready: collections.deque[Pending] = collections.deque()
         self._listening = False
+        self._listening_fds: list[int] = []
         self._capacity_wanted = False
         self._stop_deadline = 0.0
 
@@ -186,25 +188,28 @@ class Backend(abc.ABC):
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_reader, selectors.EVENT_READ, None)
+        poller = new_poller()
+        try:
+            poller.register(self._wake_reader.fileno(), None)
             for fd, callback in self._watches:
-                selector.register(fd, selectors.EVENT_READ, _Watch(callback))
+                poller.register(fd, _Watch(fd, callback))
             stop_deadline: float | None = None
             while True:
                 if self.stopping and stop_deadline is None:
                     stop_deadline = time.monotonic() + self.config.graceful_timeout
                     self._stop_deadline = stop_deadline
-                    self._set_listening(selector, False)
+                    self._set_listening(poller, False)
                     self._close_listeners()
                 if stop_deadline is not None and not (self._pending or self._ready):
                     return
-                self._turn(selector, stop_deadline)
+                self._turn(poller, stop_deadline)
                 if stop_deadline is not None and time.monotonic() >= stop_deadline:
-                    self._drop_all(selector)
+                    self._drop_all(poller)
                     return
+        finally:
+            poller.close()
 
-    def _turn(self, selector: selectors.BaseSelector, stop_deadline: float | None) -> None:
+    def _turn(self, poller: Poller, stop_deadline: float | None) -> None:
         # Strategy: this runs once per request; with nothing pending (the
         # common case) it skips the deadline bookkeeping altogether.
         pending = self._pending
@@ -214,7 +219,7 @@ class Backend(abc.ABC):
         can_serve = free - len(ready) - len(fresh) > 0
         wanted = stop_deadline is None and can_serve and len(pending) < MAX_PENDING
         if wanted is not self._listening:
-            self._set_listening(selector, wanted)
+            self._set_listening(poller, wanted)
         timeout = (
             self._timeout(stop_deadline, min(fresh, default=None))
             if pending or stop_deadline is not None
@@ -225,13 +230,13 @@ class Backend(abc.ABC):
         self._capacity_wanted = bool(ready) or free <= 0
         if self._capacity_wanted and self.has_capacity():
             timeout = 0.0  # freed between the check and the flag
-        for key, _ in selector.select(timeout):
-            self._on_event(selector, key)
+        for data in poller.poll(timeout):
+            self._on_event(poller, data)
         self._capacity_wanted = False
         if pending:
-            self._expire(selector, time.monotonic())
+            self._expire(poller, time.monotonic())
         if self._dispatch_ready() and wanted:
-            self._accept_waiting(selector)
+            self._accept_waiting(poller)
 
     def _dispatch_ready(self) -> bool:
         """Hand ready connections to free workers; whether any was handed over."""
@@ -241,7 +246,7 @@ class Backend(abc.ABC):
             dispatched = True
         return dispatched
 
-    def _accept_waiting(self, selector: selectors.BaseSelector) -> None:
+    def _accept_waiting(self, poller: Poller) -> None:
         # Strategy: under load the next connection is usually queued by the
         # time a request is served: accept it straight away rather than ask
         # select() first (a listener with nothing queued costs one EAGAIN).
@@ -250,7 +255,7 @@ class Backend(abc.ABC):
                 return
             accepted = False
             for listener in self.listeners:
-                accepted = self._accept(selector, listener) or accepted
+                accepted = self._accept(poller, listener) or accepted
             if not accepted or not self._dispatch_ready():
                 return
 
@@ -272,21 +277,21 @@ class Backend(abc.ABC):
             return None
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _on_event(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
-        data = key.data
+    def _on_event(self, poller: Poller, data: object) -> None:
         if data is None:
             _drain_wake(self._wake_reader)
         elif isinstance(data, _Watch):
-            selector.unregister(key.fileobj)
+            poller.unregister(data.fd)
             data.callback()
         elif isinstance(data, Pending):
-            selector.unregister(key.fileobj)
-            del self._pending[key.fd]
-            self._advance(selector, data)
+            fd = data.sock.fileno()
+            poller.unregister(fd)
+            del self._pending[fd]
+            self._advance(poller, data)
         elif self._listening:
-            self._accept(selector, data)
+            self._accept(poller, cast(Listening, data))
 
-    def _accept(self, selector: selectors.BaseSelector, listener: Listening) -> bool:
+    def _accept(self, poller: Poller, listener: Listening) -> bool:
         """Accept one connection and read what it sent; False if none was waiting."""
         try:
             conn = _accept_connection(listener.sock)
@@ -297,28 +302,28 @@ class Backend(abc.ABC):
             return False
         pending = self.handler.open(conn, listener)
         if pending is not None:
-            self._advance(selector, pending)
+            self._advance(poller, pending)
         return True
 
-    def _advance(self, selector: selectors.BaseSelector, pending: Pending) -> None:
+    def _advance(self, poller: Poller, pending: Pending) -> None:
         fd = pending.sock.fileno()
         outcome = self.handler.advance(pending)
         if outcome is True:
             self._ready.append(pending)
         elif outcome is False:
             self._pending[fd] = pending
-            selector.register(fd, selectors.EVENT_READ, pending)
+            poller.register(fd, pending)
 
-    def _expire(self, selector: selectors.BaseSelector, now: float) -> None:
+    def _expire(self, poller: Poller, now: float) -> None:
         for fd, pending in list(self._pending.items()):
             if pending.deadline <= now:
-                selector.unregister(fd)
+                poller.unregister(fd)
                 del self._pending[fd]
                 self.handler.expire(pending)
 
-    def _drop_all(self, selector: selectors.BaseSelector) -> None:
+    def _drop_all(self, poller: Poller) -> None:
         for fd, pending in list(self._pending.items()):
-            selector.unregister(fd)
+            poller.unregister(fd)
             self.handler.expire(pending)
         self._pending.clear()
         for pending in self._ready:
@@ -326,14 +331,20 @@ class Backend(abc.ABC):
             pending.sock.close()
         self._ready.clear()
 
-    def _set_listening(self, selector: selectors.BaseSelector, wanted: bool) -> None:
+    def _set_listening(self, poller: Poller, wanted: bool) -> None:
         if wanted == self._listening:
             return
-        for listener in self.listeners:
-            if not wanted:
-                selector.unregister(listener.sock)
-            elif listener.sock.fileno() >= 0:
-                selector.register(listener.sock, selectors.EVENT_READ, listener)
+        if wanted:
+            for listener in self.listeners:
+                fd = listener.sock.fileno()
+                if fd >= 0:
+                    poller.register(fd, listener, exclusive=True)
+                    self._listening_fds.append(fd)
+        else:
+            # The fds as registered: a listener closed since has fileno() -1.
+            for fd in self._listening_fds:
+                poller.unregister(fd)
+            self._listening_fds.clear()
         self._listening = wanted
 
     def _close_listeners(self) -> None:
