@@ -10,6 +10,7 @@ view right (a clean close, or a reset for a broken response).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -135,6 +136,11 @@ class ConnectionHandler:
         self._servers: dict[str, ServerInfo] = {}
         self._inheriting: dict[int, bool] = {}
         self._kernel_timeout = _timeval(config.body_timeout)
+        self._new_parser = functools.partial(
+            RequestParser,
+            max_header_size=config.max_header_size,
+            max_body_size=config.max_body_size,
+        )
 
     def handle(self, sock: socket.socket, listener: ListenerInfo) -> None:
         """Serve the request on ``sock`` and close it; never raises ``Exception``.
@@ -281,12 +287,6 @@ class ConnectionHandler:
 
     # -- serving ----------------------------------------------------------------------
 
-    def _new_parser(self) -> RequestParser:
-        return RequestParser(
-            max_header_size=self.config.max_header_size,
-            max_body_size=self.config.max_body_size,
-        )
-
     def _serve(
         self,
         sock: socket.socket,
@@ -298,13 +298,14 @@ class ConnectionHandler:
     ) -> None:
         # The socket is blocking, with the kernel timeouts of body_timeout.
         timeout = self.config.body_timeout
-        reader = _BodyReader(sock, parser, timeout, head.content_length)
+        length = head.content_length
+        read_chunk = _BodyReader(sock, parser, timeout, length).read_chunk if length else _no_body
         # Keep our own reference: the app or a middleware may replace
         # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
-        body = BodyInput(reader.read_chunk, head.content_length)
+        body = BodyInput(read_chunk, length)
         environ = environ_from_variables(
             head.variables,
-            server=self._server_info(listener),
+            server=self._servers.get(listener.display) or self._server_info(listener),
             wsgi_input=body,
             wsgi_errors=sys.stderr,
             file_wrapper=FileWrapper,
@@ -313,11 +314,12 @@ class ConnectionHandler:
             self.on_request(environ)
         response = Response(
             sock.sendall,
-            sendfile=_FileSender(sock, timeout).send,
+            sendfile=functools.partial(_send_file, sock, timeout),
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
-        self._log_access(environ, response, time.monotonic() - started, peer)
+        if self.access_log is not None:
+            self._log_access(environ, response, time.monotonic() - started, peer)
         if outcome is Outcome.ABORT:
             _abort(sock)
         else:
@@ -459,24 +461,23 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
 
 
-class _FileSender:
+def _send_file(
+    sock: socket.socket, timeout: float, file: IO[bytes], offset: int, count: int
+) -> int:
     """``sendfile`` for :class:`Response` (which turns OSError into ClientDisconnected).
 
     ``socket.sendfile()`` on a blocking socket waits without limit when the
     kernel's send timeout strikes, so the socket first gets CPython's
     timeout mode.
     """
+    if sock.gettimeout() is None:
+        sock.settimeout(timeout)
+    return sock.sendfile(file, offset, count)
 
-    __slots__ = ("_sock", "_timeout")
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
-        self._sock = sock
-        self._timeout = timeout
-
-    def send(self, file: IO[bytes], offset: int, count: int) -> int:
-        if self._sock.gettimeout() is None:
-            self._sock.settimeout(self._timeout)
-        return self._sock.sendfile(file, offset, count)
+def _no_body(size: int) -> bytes:
+    """``read_chunk`` of a request without a body (BodyInput never calls it)."""
+    return b""
 
 
 def _reject(sock: socket.socket, peer: PeerName, exc: ProtocolError) -> None:

@@ -94,7 +94,9 @@ class Backend(abc.ABC):
         self.listeners = list(listeners)
         self.handler = handler
         self.config = config
-        self._stopping = threading.Event()
+        # A plain flag: written by shutdown() (from a signal handler or any
+        # thread), read by the loop; threading.Event costs a call per read.
+        self._stop_asked = False
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
@@ -122,7 +124,7 @@ class Backend(abc.ABC):
     @property
     def stopping(self) -> bool:
         """True once :meth:`shutdown` was called."""
-        return self._stopping.is_set()
+        return self._stop_asked
 
     def describe(self) -> str:
         """A few words for the startup line, e.g. ``threaded (8 threads)``."""
@@ -153,7 +155,7 @@ class Backend(abc.ABC):
 
     def shutdown(self) -> None:
         """Ask the loop to stop accepting; signal- and thread-safe."""
-        self._stopping.set()
+        self._stop_asked = True
         self._wake()
 
     def start(self) -> None:  # noqa: B027 - optional hook, empty by default
@@ -195,7 +197,7 @@ class Backend(abc.ABC):
                 poller.register(fd, _Watch(fd, callback))
             stop_deadline: float | None = None
             while True:
-                if self.stopping and stop_deadline is None:
+                if self._stop_asked and stop_deadline is None:
                     stop_deadline = time.monotonic() + self.config.graceful_timeout
                     self._stop_deadline = stop_deadline
                     self._set_listening(poller, False)
@@ -251,7 +253,7 @@ class Backend(abc.ABC):
         # time a request is served: accept it straight away rather than ask
         # select() first (a listener with nothing queued costs one EAGAIN).
         for _ in range(ACCEPT_BURST):
-            if self.stopping or self._pending or not self.has_capacity():
+            if self._stop_asked or self._pending or not self.has_capacity():
                 return
             accepted = False
             for listener in self.listeners:
