@@ -12,8 +12,8 @@ with wrk, and profiles the server in one of two ways::
 asleep.  A worker that is runnable but not on a CPU still counts, so on a
 busy 2-core machine the frame that woke nginx (``sock.sendall``) collects
 samples while nginx runs: read it as "where the worker waits for a CPU" as
-much as "where it burns one".  Known idle frames (``select``, the arbiter's
-sleep) are left out of the percentages.
+much as "where it burns one".  Known idle frames (the accept loop's poll,
+the arbiter's sleep) are left out of the percentages.
 
 ``--cprofile`` runs scgiwsgi's ``single`` backend (one process, one request
 at a time, as a prefork worker) under :mod:`cProfile` with a CPU-time clock,
@@ -45,7 +45,13 @@ from harness import SCENARIO_BY_NAME, Bench
 from peers import PEER_NAMES, PEERS, Peer, process_tree
 
 SPY_RATE = 200
-IDLE_FRAMES = ("(selectors.py:", "Arbiter._sleep", "(threading.py:", "sleep (")
+IDLE_FRAMES = (
+    "(selectors.py:",
+    "Poller.poll (",
+    "Arbiter._sleep",
+    "(threading.py:",
+    "sleep (",
+)
 
 
 def _aggregate(raw_files: list[Path]) -> tuple[Counter[str], Counter[str], int]:
