@@ -144,6 +144,29 @@ PEERS: tuple[Peer, ...] = (
     ),
 )
 PEER_NAMES = tuple(peer.name for peer in PEERS)
+BASELINE = "baseline-fork"
+"""The peer that ``bench/run.py --baseline REV`` adds: scgiwsgi --fork at REV."""
+
+
+def baseline_peer(source: Path | None, revision: str) -> Peer:
+    """``scgi-wsgi --fork --workers 2`` run from ``source``, an export of ``revision``.
+
+    The export goes first on ``sys.path``, ahead of the ``PYTHONPATH`` that
+    ``--rev`` (or the editable install) gives the other scgiwsgi peers, so
+    two revisions run side by side in one run.  ``source`` None (a saved
+    run printed again) gives a peer that is never started.
+    """
+
+    def argv(venv: Path, port: int) -> list[str]:
+        launcher = (
+            f"import sys; sys.path.insert(0, {str(source)!r}); "
+            "from scgiwsgi.cli import main; main()"
+        )
+        scgiwsgi = _scgiwsgi("--fork", "--workers", "2")(venv, port)
+        return [str(venv / "bin" / "python"), "-c", launcher, *scgiwsgi[1:]]
+
+    label = f"scgiwsgi --fork --workers 2 at {revision}"
+    return Peer(BASELINE, label, "scgi", argv if source else None, "arbiter + 2 workers")
 
 
 # -- /proc ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ every process it started and prints the report::
     python bench/run.py                # 3 rounds of 5 s per peer and scenario (~12 min)
     python bench/run.py --quick        # 1 short round: a smoke test
     python bench/run.py --rounds 5 --duration 10 --peers scgiwsgi-threaded,uwsgi
+    python bench/run.py --peers scgiwsgi-fork --baseline HEAD~3   # two revisions, one run
     python bench/run.py --report bench/results/run-XXXX.json   # print a saved run again
 
 Peers alternate inside every round (the order rotates from round to round)
@@ -33,7 +34,7 @@ from pathlib import Path
 import install
 import report
 from harness import SCENARIOS, Bench, Sample
-from peers import BENCH_DIR, PEER_NAMES, PEERS, REPO_ROOT
+from peers import BASELINE, BENCH_DIR, PEER_NAMES, PEERS, REPO_ROOT, baseline_peer
 
 RESULTS = BENCH_DIR / "results"
 
@@ -60,6 +61,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="GIT-REV",
         help="measure scgiwsgi/ as of this commit (default: the working tree)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT-REV",
+        help=f"add peer {BASELINE}: scgiwsgi --fork as of this commit, to compare two revisions",
+    )
     parser.add_argument("--no-install", action="store_true", help="never install anything")
     parser.add_argument(
         "--report", metavar="JSON", help="print a saved run (bench/results/run-*.json) again"
@@ -74,6 +80,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds must be 1..20, --duration 1..60 s, --warmup 0..10 s")
     known = set(PEER_NAMES)
     args.peer_list = [name for name in args.peers.split(",") if name]
+    if args.baseline and BASELINE not in args.peer_list:
+        args.peer_list.append(BASELINE)
+    known.add(BASELINE)
     if unknown := set(args.peer_list) - known:
         parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEER_NAMES)}")
     names = {s.name for s in SCENARIOS}
@@ -163,6 +172,8 @@ def _rerender(path: Path) -> int:
     samples = [Sample(**{k: v for k, v in item.items() if k in fields}) for item in raw["samples"]]
     names = {sample.peer for sample in samples} | set(raw["processes"])
     peers = [peer for peer in PEERS if peer.name in names]
+    if BASELINE in names:
+        peers.append(baseline_peer(None, raw["meta"].get("baseline_revision", "?")))
     scenarios = [s for s in SCENARIOS if any(sample.scenario == s.name for sample in samples)]
     text, rst = report.render(
         raw["meta"], samples, raw["processes"], raw["problems"], peers, scenarios
@@ -187,9 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     peers = [peer for peer in PEERS if peer.name in args.peer_list]
     scenarios = [s for s in SCENARIOS if s.name in args.scenario_list]
-    with tempfile.TemporaryDirectory(prefix="scgiwsgi-src-") as source:
+    with (
+        tempfile.TemporaryDirectory(prefix="scgiwsgi-src-") as source,
+        tempfile.TemporaryDirectory(prefix="scgiwsgi-base-") as base_source,
+    ):
         exported = install.export_revision(args.rev, Path(source)) if args.rev else None
         meta = _meta(args, versions, exported)
+        if args.baseline:
+            base = install.export_revision(args.baseline, Path(base_source))
+            meta["baseline_revision"] = base
+            peers.append(baseline_peer(Path(base_source), base))
         with Bench(install.VENV, peers, scenarios, Path(source) if exported else None) as bench:
             bench.start()
             samples = _measure_all(args, bench, deadline)
