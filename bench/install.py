@@ -4,7 +4,9 @@
 * ``bench/.venv``: a virtualenv of its own with the pinned peers of
   ``bench/requirements.txt`` (uWSGI builds from source with gcc and the
   interpreter's headers) and scgiwsgi itself, ``pip install -e`` from this
-  checkout, so the working tree is what gets measured.
+  checkout, so the working tree is what gets measured.  It is made from the
+  interpreter that runs the benchmark; ``--python PATH`` gets a virtualenv
+  of that interpreter, ``bench/.venv-<path>``.
 
 A peer whose package fails to install is reported, not fatal: the run goes
 on without it.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +43,7 @@ try:
     found["scgiwsgi_path"] = scgiwsgi.__file__
 except Exception:
     found["scgiwsgi_path"] = None
+found["python"] = sys.version.split()[0] + " (" + sys.executable + ")"
 print(json.dumps(found))
 """
 
@@ -91,9 +95,17 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-def probe() -> dict[str, str | None]:
-    """Versions installed in the venv (None when missing)."""
-    python = VENV / "bin" / "python"
+def venv_for(python: str | None) -> Path:
+    """The virtualenv of interpreter ``python``; None: the one running the benchmark."""
+    if python is None:
+        return VENV
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", os.path.realpath(python)).strip("-")
+    return BENCH_DIR / f".venv-{slug}"
+
+
+def probe(venv: Path = VENV) -> dict[str, str | None]:
+    """Versions installed in ``venv`` (None when missing), and its ``python``."""
+    python = venv / "bin" / "python"
     if not python.exists():
         return {}
     names = [*_pins(), "scgiwsgi"]
@@ -113,14 +125,15 @@ def probe() -> dict[str, str | None]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def ensure_venv() -> dict[str, str | None]:
-    """Create or complete ``bench/.venv``; return the versions found in it."""
-    if not (VENV / "bin" / "python").exists():
-        _log(f"creating {VENV}")
-        if not _run([sys.executable, "-m", "venv", str(VENV)], timeout=300):
-            sys.exit(f"bench: could not create {VENV}; see {INSTALL_LOG}")
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    found = probe()
+def ensure_venv(python: str | None = None) -> dict[str, str | None]:
+    """Create or complete the virtualenv of ``python``; return the versions found in it."""
+    venv = venv_for(python)
+    if not (venv / "bin" / "python").exists():
+        _log(f"creating {venv}")
+        if not _run([python or sys.executable, "-m", "venv", str(venv)], timeout=300):
+            sys.exit(f"bench: could not create {venv}; see {INSTALL_LOG}")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    found = probe(venv)
     for name, version in _pins().items():
         if found.get(name) != version:
             _log(f"pip install {name}=={version} (log: {INSTALL_LOG})")
@@ -131,7 +144,7 @@ def ensure_venv() -> dict[str, str | None]:
         _log(f"pip install -e {REPO_ROOT}")
         if not _run([*pip, "-e", str(REPO_ROOT)]):
             sys.exit(f"bench: could not install scgiwsgi from {REPO_ROOT}; see {INSTALL_LOG}")
-    return probe()
+    return probe(venv)
 
 
 def export_revision(rev: str, dest: Path) -> str:

@@ -7,6 +7,7 @@ every process it started and prints the report::
     python bench/run.py --quick        # 1 short round: a smoke test
     python bench/run.py --rounds 5 --duration 10 --peers scgiwsgi-threaded,uwsgi
     python bench/run.py --peers scgiwsgi-fork --baseline HEAD~3   # two revisions, one run
+    python bench/run.py --python /usr/bin/python3.11   # the peers on another interpreter
     python bench/run.py --report bench/results/run-XXXX.json   # print a saved run again
 
 Peers alternate inside every round (the order rotates from round to round)
@@ -66,6 +67,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="GIT-REV",
         help=f"add peer {BASELINE}: scgiwsgi --fork as of this commit, to compare two revisions",
     )
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="run the Python peers on this interpreter (default: the one running this)",
+    )
     parser.add_argument("--no-install", action="store_true", help="never install anything")
     parser.add_argument(
         "--report", metavar="JSON", help="print a saved run (bench/results/run-*.json) again"
@@ -121,10 +127,10 @@ def _meta(
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPUs, {_cpu_model()}; Linux {platform.release()}",
-        "python": platform.python_version(),
+        "python": versions.get("python") or platform.python_version(),
         "scgiwsgi_revision": _git_revision(exported),
         "versions": {
-            **{k: v for k, v in versions.items() if k != "scgiwsgi_path"},
+            **{k: v for k, v in versions.items() if k not in ("scgiwsgi_path", "python")},
             **install.tool_versions(),
         },
         "load_average_at_start": " ".join(f"{load:.2f}" for load in os.getloadavg()),
@@ -189,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         return _rerender(Path(args.report))
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
+    venv = install.venv_for(args.python)
     if not args.no_install:
         install.ensure_tools()
-        versions = install.ensure_venv()
+        versions = install.ensure_venv(args.python)
     else:
-        versions = install.probe()
+        versions = install.probe(venv)
+    if not versions:
+        sys.exit(f"bench: no virtualenv at {venv}; run without --no-install")
     # SIGTERM must reach the cleanup below, which stops every process started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     peers = [peer for peer in PEERS if peer.name in args.peer_list]
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             base = install.export_revision(args.baseline, Path(base_source))
             meta["baseline_revision"] = base
             peers.append(baseline_peer(Path(base_source), base))
-        with Bench(install.VENV, peers, scenarios, Path(source) if exported else None) as bench:
+        with Bench(venv, peers, scenarios, Path(source) if exported else None) as bench:
             bench.start()
             samples = _measure_all(args, bench, deadline)
             problems = bench.problems()
