@@ -120,7 +120,9 @@ class ConnectionHandler:
 
     ``multithread`` and ``multiprocess`` are the backend's flags and go to the
     environ unchanged.  ``on_request``, if given, is called with each environ
-    before the application runs (the prefork worker notes what it serves).
+    before the application runs, and ``on_finished``, if given, at the end of
+    every :meth:`serve` (the prefork worker notes what it serves, and counts
+    the requests).
     """
 
     def __init__(
@@ -132,11 +134,13 @@ class ConnectionHandler:
         multiprocess: bool,
         access_log: AccessLogger | None = None,
         on_request: Callable[[dict[str, Any]], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         if config.offload is not None:
             app = OffloadFiles(app, parse_offload(config.offload))
         self.app: WSGIApp = AbsoluteRedirects(app) if config.absolute_redirects else app
         self.on_request = on_request
+        self.on_finished = on_finished
         self.config = config
         self.multithread = multithread
         self.multiprocess = multiprocess
@@ -293,6 +297,8 @@ class ConnectionHandler:
             _abort(sock)
         finally:
             sock.close()
+            if self.on_finished is not None:
+                self.on_finished()
 
     # -- serving ----------------------------------------------------------------------
 

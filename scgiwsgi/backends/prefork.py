@@ -25,7 +25,6 @@ import logging
 import mmap
 import os
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -38,7 +37,7 @@ from typing import Any
 from ..config import Config
 from ..errors import AppImportError
 from ..gateway import WSGIApp
-from ..handler import ConnectionHandler, ListenerInfo, Pending
+from ..handler import ConnectionHandler
 from ..logs import AccessLog
 from .base import Backend, Listening
 from .single import SingleBackend
@@ -191,9 +190,9 @@ class _Worker:
             multiprocess=True,
             access_log=self.access_log,
             on_request=self._on_request,
+            on_finished=self._on_finished,
         )
-        self.handler = handler
-        self.backend = cls(self.context.listeners, self, self.config)
+        self.backend = cls(self.context.listeners, handler, self.config)
         self.backend.shares_listeners = True
         return self.backend
 
@@ -207,40 +206,21 @@ class _Worker:
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
-    # -- serving (the backend calls handle) ---------------------------------------
-
-    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None:
-        """Take an accepted connection (the loop reads its header)."""
-        return self.handler.open(sock, listener)
-
-    def advance(self, pending: Pending) -> bool | None:
-        """Read more of a connection's header."""
-        return self.handler.advance(pending)
-
-    def expire(self, pending: Pending) -> None:
-        """Close a connection whose header did not arrive in time."""
-        self.handler.expire(pending)
-
-    def serve(self, pending: Pending) -> None:
-        """Serve one request, keeping the shared slot and the count up to date."""
-        slot = self._slot_offset()
-        ident = threading.get_ident()
-        started = time.monotonic()
-        # [start time, environ once known]: described only if it times out.
-        self._in_flight[ident] = [started, None]
-        _SLOT.pack_into(self.context.slots, slot, started)
-        try:
-            self.handler.serve(pending)
-        finally:
-            _SLOT.pack_into(self.context.slots, slot, 0.0)
-            del self._in_flight[ident]
-            if self.limit:
-                self._count_request()
+    # -- noting each request (the handler calls these) --------------------------
 
     def _on_request(self, environ: dict[str, Any]) -> None:
-        entry = self._in_flight.get(threading.get_ident())
-        if entry is not None:
-            entry[1] = environ
+        """A request starts: stamp its slot for the arbiter's ``--timeout`` watch."""
+        started = time.monotonic()
+        # [start time, environ]: described only if it times out.
+        self._in_flight[threading.get_ident()] = [started, environ]
+        _SLOT.pack_into(self.context.slots, self._slot_offset(), started)
+
+    def _on_finished(self) -> None:
+        """A request ended (or failed before it started): clear the slot, count it."""
+        _SLOT.pack_into(self.context.slots, self._slot_offset(), 0.0)
+        self._in_flight.pop(threading.get_ident(), None)
+        if self.limit:
+            self._count_request()
 
     def _slot_offset(self) -> int:
         offset: int | None = getattr(self._local, "offset", None)
@@ -343,9 +323,7 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _describe_request(environ: dict[str, Any] | None) -> str:
-    if environ is None:
-        return "(reading the request)"
+def _describe_request(environ: dict[str, Any]) -> str:
     uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
     return f"{environ.get('REQUEST_METHOD', '-')} {uri}"
 
