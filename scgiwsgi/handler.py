@@ -9,9 +9,11 @@ view right (a clean close, or a reset for a broken response).
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import functools
 import logging
+import os
 import socket
 import struct
 import sys
@@ -96,7 +98,7 @@ class Pending:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: _socket.socket,
         listener: ListenerInfo,
         peer: PeerName,
         parser: RequestParser,
@@ -155,7 +157,7 @@ class ConnectionHandler:
             max_body_size=config.max_body_size,
         )
 
-    def handle(self, sock: socket.socket, listener: ListenerInfo) -> None:
+    def handle(self, sock: _socket.socket, listener: ListenerInfo) -> None:
         """Serve the request on ``sock`` and close it; never raises ``Exception``.
 
         Blocking from the first byte: for a connection nobody else watches
@@ -179,7 +181,7 @@ class ConnectionHandler:
 
     # -- the non-blocking intake of the header ------------------------------------------
 
-    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None:
+    def open(self, sock: _socket.socket, listener: ListenerInfo) -> Pending | None:
         """Take a freshly accepted connection; None if it was refused and closed.
 
         The socket stays in blocking mode (header reads pass ``MSG_DONTWAIT``);
@@ -225,7 +227,7 @@ class ConnectionHandler:
                 log.debug("kernel timeouts not set on %s: %s", listener.display, exc)
         return inherits
 
-    def _set_kernel_timeouts(self, sock: socket.socket) -> None:
+    def _set_kernel_timeouts(self, sock: _socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._kernel_timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._kernel_timeout)
 
@@ -304,7 +306,7 @@ class ConnectionHandler:
 
     def _serve(
         self,
-        sock: socket.socket,
+        sock: _socket.socket,
         listener: ListenerInfo,
         peer: PeerName,
         parser: RequestParser,
@@ -329,7 +331,7 @@ class ConnectionHandler:
             self.on_request(environ)
         response = Response(
             sock.sendall,
-            sendfile=functools.partial(_send_file, sock, timeout),
+            sendfile=functools.partial(_send_file, sock),
             head_request=environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
@@ -354,7 +356,7 @@ class ConnectionHandler:
             log.warning("%s: access log line not written: %s", peer, exc)
 
     def _read_head(
-        self, sock: socket.socket, parser: RequestParser, peer: PeerName
+        self, sock: _socket.socket, parser: RequestParser, peer: PeerName
     ) -> RequestHead | None:
         try:
             return _receive_head(sock, parser, self.config.header_timeout)
@@ -384,7 +386,9 @@ class ConnectionHandler:
         return info
 
 
-def _receive_head(sock: socket.socket, parser: RequestParser, timeout: float) -> RequestHead | None:
+def _receive_head(
+    sock: _socket.socket, parser: RequestParser, timeout: float
+) -> RequestHead | None:
     deadline = time.monotonic() + timeout
     while True:
         event = parser.next_event()
@@ -409,7 +413,7 @@ class _BodyReader:
     """
 
     def __init__(
-        self, sock: socket.socket, parser: RequestParser, timeout: float, length: int
+        self, sock: _socket.socket, parser: RequestParser, timeout: float, length: int
     ) -> None:
         self._sock = sock
         self._parser = parser
@@ -461,9 +465,9 @@ class _BodyReader:
                         _set_receive_timeout(self._sock, self._timeout)
 
 
-def _set_receive_timeout(sock: socket.socket, seconds: float) -> None:
-    # A socket in CPython's timeout mode (after sendfile, or --inetd before
-    # the head) ignores SO_RCVTIMEO: its timeout is CPython's own.
+def _set_receive_timeout(sock: _socket.socket, seconds: float) -> None:
+    # A socket in CPython's timeout mode (--inetd before the head) ignores
+    # SO_RCVTIMEO: its timeout is CPython's own.
     if sock.gettimeout() is None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
     else:
@@ -476,18 +480,43 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
 
 
-def _send_file(
-    sock: socket.socket, timeout: float, file: IO[bytes], offset: int, count: int
-) -> int:
+def _send_file(sock: _socket.socket, file: IO[bytes], offset: int, count: int) -> int:
     """``sendfile`` for :class:`Response` (which turns OSError into ClientDisconnected).
 
-    ``socket.sendfile()`` on a blocking socket waits without limit when the
-    kernel's send timeout strikes, so the socket first gets CPython's
-    timeout mode.
+    ``os.sendfile`` on the blocking socket: the kernel's send timeout bounds
+    every wait (an ``EAGAIN`` with nothing sent is a timeout).  Where the
+    kernel cannot ``sendfile`` this file, the bytes are read and sent.
+    Leaves the file's position after the bytes sent, as ``socket.sendfile``.
     """
-    if sock.gettimeout() is None:
-        sock.settimeout(timeout)
-    return sock.sendfile(file, offset, count)
+    out, source = sock.fileno(), file.fileno()
+    sent = 0
+    try:
+        while sent < count:
+            try:
+                done = os.sendfile(out, source, offset + sent, count - sent)
+            except OSError as exc:
+                if sent or isinstance(exc, (BlockingIOError, TimeoutError)):
+                    raise
+                return _read_and_send(sock, file, offset, count)
+            if done == 0:
+                break  # the file is shorter than it was
+            sent += done
+    finally:
+        if sent:
+            file.seek(offset + sent)
+    return sent
+
+
+def _read_and_send(sock: _socket.socket, file: IO[bytes], offset: int, count: int) -> int:
+    file.seek(offset)
+    sent = 0
+    while sent < count:
+        data = file.read(min(count - sent, _RECV_SIZE))
+        if not data:
+            break
+        sock.sendall(data)
+        sent += len(data)
+    return sent
 
 
 def _no_body(size: int) -> bytes:
@@ -495,7 +524,7 @@ def _no_body(size: int) -> bytes:
     return b""
 
 
-def _reject(sock: socket.socket, peer: PeerName, exc: ProtocolError) -> None:
+def _reject(sock: _socket.socket, peer: PeerName, exc: ProtocolError) -> None:
     log.warning("%s: rejected request (%d): %s", peer, exc.status_hint, exc.reason)
     try:
         sock.settimeout(_ERROR_DRAIN_SECONDS)
@@ -519,7 +548,7 @@ def _reject_nonblocking(pending: Pending, exc: ProtocolError) -> None:
         pass
 
 
-def _finish(sock: socket.socket, body: BodyInput) -> None:
+def _finish(sock: _socket.socket, body: BodyInput) -> None:
     # Strategy: closing a socket with unread input makes the kernel send a
     # reset, and a front end still sending the body would then report an
     # error instead of our response.  Half-close first, then read the rest
@@ -535,7 +564,7 @@ def _finish(sock: socket.socket, body: BodyInput) -> None:
         pass
 
 
-def _drain(sock: socket.socket, limit: int, seconds: float) -> None:
+def _drain(sock: _socket.socket, limit: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while limit > 0:
         remaining = deadline - time.monotonic()
@@ -548,7 +577,7 @@ def _drain(sock: socket.socket, limit: int, seconds: float) -> None:
         limit -= len(data)
 
 
-def _abort(sock: socket.socket) -> None:
+def _abort(sock: _socket.socket) -> None:
     """Close with a TCP reset so the front end sees a failed response."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -564,7 +593,7 @@ class PeerName:
 
     __slots__ = ("_listener", "_name", "_sock")
 
-    def __init__(self, sock: socket.socket, listener: ListenerInfo) -> None:
+    def __init__(self, sock: _socket.socket, listener: ListenerInfo) -> None:
         self._sock = sock
         self._listener = listener
         self._name: str | None = None
@@ -575,7 +604,7 @@ class PeerName:
         return self._name
 
 
-def _peer_name(sock: socket.socket, listener: ListenerInfo) -> str:
+def _peer_name(sock: _socket.socket, listener: ListenerInfo) -> str:
     try:
         address = sock.getpeername()
     except OSError:

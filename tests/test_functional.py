@@ -13,10 +13,12 @@ every server and thread is stopped and joined (see conftest.py).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -418,6 +420,29 @@ def test_file_wrapper_without_content_length(live: LiveFactory, tmp_path: Path) 
     opened: list[Any] = []
     server = live(file_app(path, opened))
     assert get(server.address).body == b"56789abcdef"
+    assert opened[0].closed
+
+
+def test_file_wrapper_when_the_kernel_refuses_sendfile_is_read_and_sent(
+    live: LiveFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some file systems cannot sendfile (EINVAL): the bytes go by read and send.
+    calls: list[int] = []
+
+    def refuse(out: int, source: int, offset: int, count: int) -> int:
+        calls.append(count)
+        raise OSError(errno.EINVAL, "sendfile refused by this test")
+
+    monkeypatch.setattr(os, "sendfile", refuse)
+    path = tmp_path / "data.bin"
+    content = random.Random(7).randbytes(200_000)
+    path.write_bytes(content)
+    opened: list[Any] = []
+    server = live(file_app(path, opened, content_length=len(content) - 5))
+    response = get(server.address)
+    assert response.status == 200
+    assert response.body == content[5:]
+    assert calls == [len(content) - 5]
     assert opened[0].closed
 
 
