@@ -9,6 +9,7 @@ file's mode and group instead, and are always accepted here.
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import logging
 import socket
@@ -57,7 +58,7 @@ class AllowList:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
-    def permits(self, sock: socket.socket, peer: object) -> bool:
+    def permits(self, sock: _socket.socket, peer: object) -> bool:
         """True for unix peers and allowed TCP peers; logs refusals (rate-limited)."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             return True

@@ -62,7 +62,7 @@ class Listening(ListenerInfo, Protocol):
 class Handler(Protocol):
     """The connection handler interface the loop drives (see ConnectionHandler)."""
 
-    def open(self, sock: socket.socket, listener: ListenerInfo) -> Pending | None: ...
+    def open(self, sock: _socket.socket, listener: ListenerInfo) -> Pending | None: ...
 
     def advance(self, pending: Pending) -> bool | None: ...
 
@@ -356,16 +356,18 @@ class Backend(abc.ABC):
             listener.close()
 
 
-def _accept_connection(listen_sock: socket.socket) -> socket.socket:
-    """``listen_sock.accept()`` without its per-call enum conversions.
+def _accept_connection(listen_sock: socket.socket) -> _socket.socket:
+    """``listen_sock.accept()``, as a C-level ``_socket.socket``.
 
-    ``socket.accept`` reads ``self.family`` and ``self.type``, which build
-    enum members on every call; the C-level integers do the same job.  The
-    new socket is blocking, as ``accept`` makes it from a non-blocking
-    listener.
+    Strategy: ``socket.accept`` reads ``self.family`` and ``self.type``,
+    which build enum members on every call, and wraps the connection in
+    ``socket.socket``, whose ``__init__`` and ``close`` are Python code;
+    the handler needs only the C methods (``os.sendfile`` replaces
+    ``socket.sendfile``).  That is about 1 us less per connection.  The new
+    socket is blocking, as ``accept`` makes it from a non-blocking listener.
     """
     fd, _ = listen_sock._accept()  # type: ignore[attr-defined]
-    return socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fileno=fd)
+    return _socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fd)
 
 
 _raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
