@@ -142,6 +142,9 @@ def test_open_file_not_at_its_start_is_not_offloaded(root: Path) -> None:
 
     start = Recorder()
     body = OffloadFiles(app, offload)({}, start)
-    assert b"".join(body) == b"llo"
+    try:
+        assert b"".join(body) == b"llo"
+    finally:
+        body.close()  # type: ignore[attr-defined]
     assert start.calls == [("200 OK", [], None)]
     assert os.path.exists(path)
