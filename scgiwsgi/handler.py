@@ -466,12 +466,10 @@ class _BodyReader:
 
 
 def _set_receive_timeout(sock: _socket.socket, seconds: float) -> None:
-    # A socket in CPython's timeout mode (--inetd before the head) ignores
-    # SO_RCVTIMEO: its timeout is CPython's own.
-    if sock.gettimeout() is None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
-    else:
-        sock.settimeout(seconds)
+    # The socket is blocking while a request is served (open() and handle()
+    # see to it; sends never switch it to CPython's timeout mode), so the
+    # kernel's SO_RCVTIMEO is the timeout of every read.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
 
 def _timeval(seconds: float) -> bytes:
