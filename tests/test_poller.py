@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 from collections.abc import Iterator
@@ -57,3 +58,16 @@ def test_unregister_after_the_fd_was_closed(poller: Poller) -> None:
         reader.close()
         poller.unregister(fd)
         assert poller.poll(0) == []
+
+
+def test_an_fd_closed_while_another_holds_its_socket_is_not_reported(poller: Poller) -> None:
+    # A prefork worker that closes its copy of a shared listener: the epoll
+    # set keeps the registration while a sibling holds the socket.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        copy = os.dup(listener.fileno())
+        poller.register(copy, "closed copy", exclusive=True)
+        os.close(copy)
+        poller.unregister(copy)
+        with socket.create_connection(listener.getsockname()[:2], timeout=5):
+            assert poller.poll(0.2) == []

@@ -53,19 +53,15 @@ class _EpollPoller:
         self._exclusive: int = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def register(self, fd: int, data: object, *, exclusive: bool = False) -> None:
-        flags = select.EPOLLIN
-        if exclusive and self._exclusive:
-            try:
-                self._epoll.register(fd, flags | self._exclusive)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                # A kernel before 4.5 rejects the flag: every waiter wakes.
-                self._exclusive = 0
-            else:
-                self._data[fd] = data
-                return
-        self._epoll.register(fd, flags)
+        flags = select.EPOLLIN | (self._exclusive if exclusive else 0)
+        try:
+            self._epoll.register(fd, flags)
+        except OSError as exc:
+            if not (flags & self._exclusive and exc.errno == errno.EINVAL):
+                raise
+            # A kernel before 4.5 rejects the flag: every waiter wakes.
+            self._exclusive = 0
+            self._epoll.register(fd, select.EPOLLIN)
         self._data[fd] = data
 
     def unregister(self, fd: int) -> None:
@@ -76,8 +72,11 @@ class _EpollPoller:
             self._epoll.unregister(fd)
 
     def poll(self, timeout: float | None) -> list[object]:
+        # An fd closed while registered stays in the epoll set as long as
+        # another process holds its socket (a shared listener): skip it.
         data = self._data
-        return [data[fd] for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
+        events = self._epoll.poll(-1 if timeout is None else timeout)
+        return [data[fd] for fd, _ in events if fd in data]
 
     def close(self) -> None:
         self._epoll.close()
