@@ -48,11 +48,11 @@ _RECV_SIZE = 64 * 1024
 _HEAD_RECV_SIZE = 16 * 1024
 """Bytes asked for by a header read.
 
-Strategy: a front end sends the body right behind the header, and whatever
-of it a header read takes is sliced out of that buffer (a copy) before the
-application reads it (joined, a second copy).  A head is rarely over a few
-KiB, so reading 16 KiB at a time leaves most of a large body to the body
-reads, which hand it over uncopied.
+Strategy: a front end sends the body right behind the header.  Whatever of
+it a header read takes is copied twice (sliced out of that buffer, then
+joined into what the application reads); what the body reads take, once.
+A head is rarely over a few KiB, so reading 16 KiB at a time leaves most of
+a large body to the body reads.
 """
 _DONTWAIT = socket.MSG_DONTWAIT
 _TIMEOUTS_INHERITED = sys.platform.startswith("linux")
