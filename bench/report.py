@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness import Sample, Scenario
-from peers import Peer
+from peers import BASELINE, Peer
 
 REFERENCES = ("flup-fork", "uwsgi")
 Summary = dict[str, dict[str, dict[str, Any]]]
@@ -180,6 +180,40 @@ def _latency_table(summary: Summary, peers: list[Peer]) -> _Table:
     return table
 
 
+def _baseline_table(samples: list[Sample], scenarios: list[Scenario]) -> _Table:
+    """scgiwsgi-fork over baseline-fork, paired round by round.
+
+    Strategy: on a shared machine whole rounds run fast or slow together;
+    the ratio of two peers measured in the same round cancels that, so the
+    median of the per-round ratios shows a change the medians hide.
+    """
+    table = _Table(["scenario", "rounds", "CPU/req ratio", "lowest", "highest", "req/s ratio"])
+    by_key = {(s.scenario, s.peer, s.round): s for s in samples if s.requests}
+    for scenario in scenarios:
+        cpu: list[float] = []
+        rps: list[float] = []
+        for (name, peer, round_), ours in by_key.items():
+            theirs = by_key.get((name, BASELINE, round_))
+            if name != scenario.name or peer != "scgiwsgi-fork" or theirs is None:
+                continue
+            ours_cpu = _us(ours.server_cpu_s, ours.requests)
+            theirs_cpu = _us(theirs.server_cpu_s, theirs.requests)
+            if ours_cpu and theirs_cpu:
+                cpu.append(ours_cpu / theirs_cpu)
+            if theirs.rps:
+                rps.append(ours.rps / theirs.rps)
+        if cpu:
+            table.add(
+                scenario.name,
+                str(len(cpu)),
+                f"{_median(cpu):.3f}",
+                f"{min(cpu):.3f}",
+                f"{max(cpu):.3f}",
+                _fmt(_median(rps), 3),
+            )
+    return table
+
+
 def _process_table(processes: dict[str, dict[str, Any]]) -> _Table:
     table = _Table(["server", "processes", "RSS per process MiB", "spawn to first 200 s"])
     for name, info in processes.items():
@@ -261,6 +295,9 @@ def render(
             else _throughput_table(scenario.name, summary, peers)
         )
         sections.append((f"{scenario.name}: {scenario.title}", table, ""))
+    if any(sample.peer == BASELINE for sample in samples):
+        title = "scgiwsgi-fork / baseline-fork, per round (below 1: this revision is cheaper)"
+        sections.append((title, _baseline_table(samples, scenarios), ""))
     sections.append(("Processes", _process_table(processes), ""))
     sections.append(("Targets of issue 7", _targets(summary, processes), ""))
     lines = [f"- {p['peer']}: {p['what']}" for p in problems] or ["none"]
