@@ -322,7 +322,7 @@ class ConnectionHandler:
         body = BodyInput(read_chunk, length)
         environ = environ_from_variables(
             head.variables,
-            server=self._servers.get(listener.display) or self._server_info(listener),
+            server=self._servers.get(listener.display) or self._new_server_info(listener),
             wsgi_input=body,
             wsgi_errors=sys.stderr,
             file_wrapper=FileWrapper,
@@ -336,24 +336,11 @@ class ConnectionHandler:
         )
         outcome = run_application(self.app, environ, response)
         if self.access_log is not None:
-            self._log_access(environ, response, time.monotonic() - started, peer)
+            _log_access(self.access_log, environ, response, time.monotonic() - started, peer)
         if outcome is Outcome.ABORT:
             _abort(sock)
         else:
             _finish(sock, body)
-
-    def _log_access(
-        self, environ: dict[str, Any], response: Response, seconds: float, peer: PeerName
-    ) -> None:
-        # A log that cannot be written (disk full, or closed by a server that
-        # stopped while this request ran past graceful_timeout) must not
-        # turn a complete response into an aborted one.
-        if self.access_log is None:
-            return
-        try:
-            self.access_log.log(environ, response.status_code, response.body_bytes, seconds)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: access log line not written: %s", peer, exc)
 
     def _read_head(
         self, sock: _socket.socket, parser: RequestParser, peer: PeerName
@@ -372,18 +359,33 @@ class ConnectionHandler:
             log.info("%s: connection failed while reading the request header: %s", peer, exc)
         return None
 
-    def _server_info(self, listener: ListenerInfo) -> ServerInfo:
-        info = self._servers.get(listener.display)
-        if info is None:
-            info = ServerInfo(
-                server_name=listener.server_name,
-                server_port=listener.server_port,
-                multithread=self.multithread,
-                multiprocess=self.multiprocess,
-                script_name=self.config.script_name,
-            )
-            self._servers[listener.display] = info
+    def _new_server_info(self, listener: ListenerInfo) -> ServerInfo:
+        """The ServerInfo of a listener not seen before, kept for its next requests."""
+        info = ServerInfo(
+            server_name=listener.server_name,
+            server_port=listener.server_port,
+            multithread=self.multithread,
+            multiprocess=self.multiprocess,
+            script_name=self.config.script_name,
+        )
+        self._servers[listener.display] = info
         return info
+
+
+def _log_access(
+    access_log: AccessLogger,
+    environ: dict[str, Any],
+    response: Response,
+    seconds: float,
+    peer: PeerName,
+) -> None:
+    # A log that cannot be written (disk full, or closed by a server that
+    # stopped while this request ran past graceful_timeout) must not
+    # turn a complete response into an aborted one.
+    try:
+        access_log.log(environ, response.status_code, response.body_bytes, seconds)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: access log line not written: %s", peer, exc)
 
 
 def _receive_head(
