@@ -212,10 +212,7 @@ def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
         environ.setdefault("SCRIPT_NAME", "")
         return
     path = (_apache_current_path(environ) if apache else None) or _request_path(environ)
-    if prefix:
-        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
-    else:
-        environ["SCRIPT_NAME"], environ["PATH_INFO"] = "", path
+    environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
 
 
 def is_apache_proxy(environ: Mapping[str, Any]) -> bool:

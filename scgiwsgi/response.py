@@ -130,8 +130,7 @@ def _lowered_name(header: object) -> str:
     lowered = _valid_names.get(name)
     if lowered is None:
         return _check_new_name(name, value)
-    # _is_plain_value(), inline for the usual printable ASCII value.
-    if not (value.isascii() and value.isprintable()) and not _is_plain_value(value):
+    if not _is_plain_value(value):
         _reject_value(name, value)
     return lowered
 
