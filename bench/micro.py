@@ -144,31 +144,25 @@ def parse() -> Any:
 HEAD = parse()
 
 
+_build: Callable[..., dict[str, Any]]
+try:
+    # What the handler calls; a --rev older than it has only build_environ,
+    # which takes the head's raw headers.
+    from scgiwsgi.environ import environ_from_variables
+except ImportError:
+    _build, _HEAD_FIELD = build_environ, "headers"
+else:
+    _build, _HEAD_FIELD = environ_from_variables, "variables"
+
+
 def _environ_of(head: Any) -> dict[str, Any]:
-    return build_environ(
-        head.headers,
+    return _build(
+        getattr(head, _HEAD_FIELD),
         server=SERVER,
         wsgi_input=BodyInput(lambda size: b"", 0),
         wsgi_errors=sys.stderr,
         file_wrapper=FileWrapper,
     )
-
-
-try:
-    # What the handler calls; a --rev older than it has only build_environ.
-    from scgiwsgi.environ import environ_from_variables
-except ImportError:
-    pass
-else:
-
-    def _environ_of(head: Any) -> dict[str, Any]:
-        return environ_from_variables(
-            head.variables,
-            server=SERVER,
-            wsgi_input=BodyInput(lambda size: b"", 0),
-            wsgi_errors=sys.stderr,
-            file_wrapper=FileWrapper,
-        )
 
 
 def environ() -> dict[str, Any]:
