@@ -266,6 +266,18 @@ def recv_all(sock: socket.socket, timeout: float = IO_TIMEOUT) -> tuple[bytes, b
         chunks.append(data)
 
 
+def stalled_request(address: str, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``, which never completes a request, and read until the server closes.
+
+    Returns what the server sent and how many seconds it kept the connection.
+    """
+    started = time.monotonic()
+    with connect(address) as sock:
+        sock.sendall(data)
+        raw, _ = recv_all(sock, timeout)
+    return raw, time.monotonic() - started
+
+
 def exchange(address: str, raw: bytes, timeout: float = IO_TIMEOUT) -> tuple[bytes, bool]:
     """Send ``raw`` (never half-closing, like a front end) and read to EOF."""
     with connect(address, timeout) as sock:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import reliability_apps
-from conftest import ServeFactory, connect, recv_all
+from conftest import ServeFactory, connect, recv_all, stalled_request
 
 from scgiwsgi.client import request
 from scgiwsgi.gateway import WSGIApp
@@ -53,11 +53,7 @@ def test_every_connection_is_cut_off_by_the_body_timeout(
 ) -> None:
     server = serve(reliability_apps.app, transport=transport, backend="single", body_timeout=0.5)
     for attempt in range(3):  # the first connection of a listener, then inherited ones
-        started = time.monotonic()
-        with connect(server.address) as sock:
-            sock.sendall(_STALLED_BODY)
-            raw, _ = recv_all(sock, timeout=5.0)
-        took = time.monotonic() - started
+        raw, took = stalled_request(server.address, _STALLED_BODY)
         assert b"Status: 200" not in raw
         assert 0.4 < took < 3.0, f"attempt {attempt}: stalled body cut off after {took:.2f}s"
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import reliability_apps
-from conftest import ServeFactory, connect, exchange, recv_all
+from conftest import ServeFactory, connect, exchange, recv_all, stalled_request
 from reliability_support import (
     APPS,
     REPO_ROOT,
@@ -486,11 +486,7 @@ def test_python_scgi_timeouts_exist(serve: ServeFactory, case: str) -> None:
     data, option = STALLS[case]
     options: dict[str, Any] = {option: 0.5}
     server = serve(reliability_apps.app, backend="single", **options)
-    started = time.monotonic()
-    with connect(server.address) as sock:
-        sock.sendall(data)
-        raw, _ = recv_all(sock, timeout=5.0)
-    took = time.monotonic() - started
+    raw, took = stalled_request(server.address, data)
     assert b"Status: 200" not in raw
     assert 0.4 < took < 3.0, f"stalled peer closed after {took:.2f}s"
     assert get(server.address).status == 200
