@@ -238,9 +238,7 @@ class Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise ResponseError("start_response was called a second time without exc_info")
-        code = _valid_statuses.get(status) if type(status) is str else None
-        if code is None:
-            code = validate_status(status)
+        code = validate_status(status)
         if type(headers) is not list:
             raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
         # Strategy: one pass validates every header and notes the first
@@ -251,12 +249,7 @@ class Response:
         for header in checked:
             if _lowered_name(header) == "content-length" and length_value is None:
                 length_value = header[1]
-        if length_value is None:
-            self.content_length = None
-        elif length_value.isascii() and length_value.isdigit():
-            self.content_length = int(length_value)
-        else:
-            self.content_length = _parse_content_length(length_value)
+        self.content_length = None if length_value is None else _parse_content_length(length_value)
         self.status, self.status_code, self.headers = status, code, checked
         return self.write
 
