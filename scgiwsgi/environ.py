@@ -145,10 +145,7 @@ def url_scheme(environ: Mapping[str, Any]) -> str:
     https = environ.get("HTTPS")
     if https is not None and str(https).strip().lower() in ("on", "1"):
         return "https"
-    scheme = environ.get("REQUEST_SCHEME")
-    if scheme == "http" or scheme == "https":
-        return str(scheme)
-    scheme = str(scheme or "").strip().lower()
+    scheme = str(environ.get("REQUEST_SCHEME") or "").strip().lower()
     return scheme if scheme in ("http", "https") else "http"
 
 
