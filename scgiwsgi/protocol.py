@@ -208,44 +208,40 @@ class RequestParser:
         # In this state nothing has been consumed yet: _start is 0.
         buffer = self._buffer
         colon = buffer.find(b":")
-        # The usual case in one test: 1 to 20 digits (int() stays cheap), no
-        # leading zero, within the limit.  Anything else takes the slow path,
-        # which names the problem.
-        digits = buffer[:colon] if colon >= 0 else buffer
-        if (
-            0 < colon <= 20
-            and (colon == 1 or buffer[0] != 0x30)
-            and digits.isdigit()
-            and (length := int(digits)) <= self.max_header_size
-        ):
-            self._header_length = length
-        else:
-            self._check_length_prefix(bytes(digits))
-            if colon < 0:
-                return
-            if not digits:
-                raise MalformedRequest("netstring length is empty")
-            self._header_length = int(digits)
+        length = self._check_length_prefix(bytes(buffer[:colon] if colon >= 0 else buffer))
+        if colon < 0:
+            return
+        if length is None:
+            raise MalformedRequest("netstring length is empty")
+        self._header_length = length
         self._start = colon + 1
         self._state = _State.HEADERS
 
-    def _check_length_prefix(self, digits: bytes) -> None:
-        # Strategy: validate digit by digit as bytes arrive, so a garbage or
-        # oversized prefix is rejected without waiting for a ':' that may never
-        # come.  The longest valid length has as many digits as the limit.
-        if digits and not digits.isdigit():
+    def _check_length_prefix(self, digits: bytes) -> int | None:
+        """The declared length so far (None while no digit came); raises if it is bad.
+
+        Strategy: validate digit by digit as bytes arrive, so a garbage or
+        oversized prefix is rejected without waiting for a ':' that may never
+        come.
+        """
+        if not digits:
+            return None
+        if not digits.isdigit():
             bad = next(b for b in digits if not 0x30 <= b <= 0x39)
             raise MalformedRequest(
                 f"netstring length must be decimal digits, got byte {bytes([bad])!r}"
             )
-        if len(digits) > 1 and digits[0:1] == b"0":
+        if len(digits) > 1 and digits[0] == 0x30:
             raise MalformedRequest("netstring length has a leading zero")
-        if len(digits) > len(str(self.max_header_size)) or (
-            digits and int(digits) > self.max_header_size
-        ):
-            raise HeaderTooLarge(
-                f"header netstring is longer than max_header_size ({self.max_header_size} bytes)"
-            )
+        # A prefix longer than the limit's own digits is too large without
+        # int(), which is slow for a very long digit string.
+        if len(digits) <= len(str(self.max_header_size)):
+            length = int(digits)
+            if length <= self.max_header_size:
+                return length
+        raise HeaderTooLarge(
+            f"header netstring is longer than max_header_size ({self.max_header_size} bytes)"
+        )
 
     # -- the header block -----------------------------------------------------
 
