@@ -4,7 +4,8 @@ On a shared machine, timings of one revision against another move by more
 than the change being measured.  The number of machine instructions a server
 runs per request does not: this tool runs a peer under valgrind's callgrind
 (every process of it), sends it the same requests nginx sends (from
-``bench/micro.py``) over loopback, one connection at a time, and counts the
+``bench/micro.py``) over loopback from ``--connections`` clients at once
+(each one request per connection, as nginx does), and counts the
 user-space instructions of its serving processes.  Two runs, with W and W+N
 requests, are subtracted, so start-up and warm-up cancel out::
 
@@ -23,6 +24,7 @@ slower, so a run takes a minute or two per peer.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import re
 import shutil
@@ -96,8 +98,15 @@ def _serving_instructions(out_dir: Path, top_pid: int) -> int:
     return total
 
 
-def count(argv: list[str], env: dict[str, str], request: bytes, requests: int) -> int:
-    """Run ``argv`` under callgrind, send ``requests`` requests; its serving instructions."""
+def count(
+    argv: list[str], env: dict[str, str], request: bytes, requests: int, connections: int
+) -> int:
+    """Run ``argv`` under callgrind, send ``requests`` requests; its serving instructions.
+
+    With one connection the listen queue is empty whenever a request ends,
+    as at ``bench/run.py``'s latency scenario; with several it rarely is,
+    as under load.
+    """
     port = _free_port()
     argv = [part.replace("{port}", str(port)) for part in argv]
     out_dir = Path(tempfile.mkdtemp(prefix="scgiwsgi-ir-"))
@@ -112,8 +121,9 @@ def count(argv: list[str], env: dict[str, str], request: bytes, requests: int) -
     server = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         _wait_ready(port, request, server, out_dir)
-        for _ in range(requests):
-            _send(port, request)
+        with concurrent.futures.ThreadPoolExecutor(connections) as clients:
+            for answer in clients.map(lambda _: _send(port, request), range(requests)):
+                del answer
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -161,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", metavar="PATH", help="the peers' interpreter (bench/run.py)")
     parser.add_argument("--requests", type=int, default=1000, help="requests counted (N)")
     parser.add_argument("--warmup", type=int, default=100, help="requests before them (W)")
+    parser.add_argument("--connections", type=int, default=4, help="clients at once (1..16)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("instructions: valgrind is not installed (apt-get install valgrind)")
     if not 1 <= args.requests <= 100_000 or not 1 <= args.warmup <= 10_000:
         parser.error("--requests must be 1..100000 and --warmup 1..10000")
+    if not 1 <= args.connections <= 16:
+        parser.error("--connections must be 1..16")
     requests = _requests()
     scenarios = args.scenarios.split(",")
     unknown = set(scenarios) - set(requests)
@@ -179,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'scenario':9} {'peer':16} {'instructions/request':>21}")
         for scenario in scenarios:
             for name, peer_argv in peers:
-                few = count(peer_argv, env, requests[scenario], args.warmup)
-                more = count(peer_argv, env, requests[scenario], args.warmup + args.requests)
+                request = requests[scenario]
+                few = count(peer_argv, env, request, args.warmup, args.connections)
+                more = count(peer_argv, env, request, args.warmup + args.requests, args.connections)
                 print(f"{scenario:9} {name:16} {(more - few) / args.requests:21,.0f}", flush=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
