@@ -189,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         peers = _chosen_peers(args, by_name, temp)
         env = _environment(args.rev, temp)
-        print(f"{'scenario':9} {'peer':16} {'instructions/request':>21}")
+        print(f"{'scenario':9} {'peer':24} {'instructions/request':>21}")
         for scenario in scenarios:
             for name, peer_argv in peers:
                 request = requests[scenario]
                 few = count(peer_argv, env, request, args.warmup, args.connections)
                 more = count(peer_argv, env, request, args.warmup + args.requests, args.connections)
-                print(f"{scenario:9} {name:16} {(more - few) / args.requests:21,.0f}", flush=True)
+                print(f"{scenario:9} {name:24} {(more - few) / args.requests:21,.0f}", flush=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return 0

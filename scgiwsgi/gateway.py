@@ -34,6 +34,11 @@ class Outcome(enum.Enum):
     """The front end went away: just close."""
 
 
+# Read per request: an Enum class attribute (``Outcome.COMPLETE``) is looked
+# up through the enum's metaclass, about 0.1 us on Python 3.11.
+_COMPLETE, _ABORT, _GONE = Outcome
+
+
 def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -> Outcome:
     """Call ``app`` and send its response; never raises for app or client errors.
 
@@ -47,13 +52,13 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
         response.finish()
         if response.truncated:
             _warn_truncated(response, environ)
-        return Outcome.COMPLETE
+        return _COMPLETE
     except ClientDisconnected as exc:
         log.info("%s: connection to the front end lost (%s)", _where(environ), exc)
-        return Outcome.GONE
+        return _GONE
     except ShortResponse as exc:
         log.error("%s: %s; connection aborted", _where(environ), exc)
-        return Outcome.ABORT
+        return _ABORT
     except Exception:
         return _app_failed(response, environ)
     finally:
@@ -91,13 +96,13 @@ def _app_failed(response: Response, environ: dict[str, Any]) -> Outcome:
             "%s: application failed after the response head was sent; connection aborted",
             _where(environ),
         )
-        return Outcome.ABORT
+        return _ABORT
     log.exception("%s: application failed; answered 500", _where(environ))
     try:
         response.send_error(500)
     except ClientDisconnected:
-        return Outcome.GONE
-    return Outcome.COMPLETE
+        return _GONE
+    return _COMPLETE
 
 
 def _close_result(result: Iterable[bytes] | None, environ: dict[str, Any]) -> None:

@@ -61,6 +61,8 @@ MIN_BODY_RATE = 64 * 1024
 """Bytes per second a request body must average, after a grace of body_timeout."""
 _ERROR_DRAIN_BYTES = 1024 * 1024
 _ERROR_DRAIN_SECONDS = 1.0
+_ABORT = Outcome.ABORT
+"""A module global: reading ``Outcome.ABORT`` per request costs a metaclass lookup."""
 
 
 class ListenerInfo(Protocol):
@@ -337,7 +339,7 @@ class ConnectionHandler:
         outcome = run_application(self.app, environ, response)
         if self.access_log is not None:
             _log_access(self.access_log, environ, response, time.monotonic() - started, peer)
-        if outcome is Outcome.ABORT:
+        if outcome is _ABORT:
             _abort(sock)
         else:
             _finish(sock, body)
