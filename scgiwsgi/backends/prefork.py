@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from threading import get_ident
 from types import FrameType
 from typing import Any
 
@@ -130,15 +131,19 @@ class _Worker:
     def __init__(self, context: WorkerContext, slot_base: int) -> None:
         self.context = context
         self.config = context.config
-        self.slot_base = slot_base
         self.backend: Backend | None = None
         self.access_log: AccessLog | None = None
         self.requests = 0
         self.limit = _request_limit(self.config)
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._next_slot = 0
-        self._in_flight: dict[int, list[Any]] = {}
+        # This worker's slots (one per request thread) as doubles: an item
+        # store costs less than struct.pack_into.  Beside each, the environ
+        # of the request it times, described only if it runs too long.
+        threads = self.config.thread_count
+        self._slots = memoryview(context.slots).cast("d")[slot_base : slot_base + threads]
+        self._environs: list[dict[str, Any] | None] = [None] * threads
+        self._slot_index: dict[int, int] = {}
+        """The slot of each request thread, by thread ident."""
         self._term_before_serving = False
 
     def run(self) -> int:
@@ -210,26 +215,33 @@ class _Worker:
 
     def _on_request(self, environ: dict[str, Any]) -> None:
         """A request starts: stamp its slot for the arbiter's ``--timeout`` watch."""
-        started = time.monotonic()
-        # [start time, environ]: described only if it times out.
-        self._in_flight[threading.get_ident()] = [started, environ]
-        _SLOT.pack_into(self.context.slots, self._slot_offset(), started)
+        thread = get_ident()
+        index = self._slot_index.get(thread)
+        if index is None:
+            index = self._new_slot(thread)
+        self._environs[index] = environ
+        self._slots[index] = time.monotonic()
 
     def _on_finished(self) -> None:
         """A request ended (or failed before it started): clear the slot, count it."""
-        _SLOT.pack_into(self.context.slots, self._slot_offset(), 0.0)
-        self._in_flight.pop(threading.get_ident(), None)
+        index = self._slot_index.get(get_ident())
+        if index is not None:
+            self._slots[index] = 0.0
+            self._environs[index] = None
         if self.limit:
             self._count_request()
 
-    def _slot_offset(self) -> int:
-        offset: int | None = getattr(self._local, "offset", None)
-        if offset is None:
-            with self._lock:
-                offset = (self.slot_base + self._next_slot) * SLOT_SIZE
-                self._next_slot += 1
-            self._local.offset = offset
-        return offset
+    def _new_slot(self, thread: int) -> int:
+        """Give a request thread seen for the first time the next slot of this worker."""
+        with self._lock:
+            index = len(self._slot_index)
+            self._slot_index[thread] = index
+        return index
+
+    def _started(self, thread: int | None) -> float:
+        """When the request running in ``thread`` started; 0.0 if none runs there."""
+        index = self._slot_index.get(thread) if thread is not None else None
+        return 0.0 if index is None else self._slots[index]
 
     def _count_request(self) -> None:
         with self._lock:
@@ -263,7 +275,7 @@ class _Worker:
             self._term_before_serving = True
             return
         self.backend.shutdown()
-        if threading.main_thread().ident in self._in_flight:
+        if self._started(threading.main_thread().ident):
             # The single backend serves in the main thread, so its accept loop
             # closes the listeners only after this request.  Our copy would
             # keep a TCP socket listening once the arbiter and idle workers
@@ -283,17 +295,17 @@ class _Worker:
     def _on_timeout(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
         overdue = [
-            (ident, entry)
-            for ident, entry in list(self._in_flight.items())
-            if now - entry[0] >= self.config.timeout
+            (thread, started, self._environs[index])
+            for thread, index in list(self._slot_index.items())
+            if (started := self._slots[index]) and now - started >= self.config.timeout
         ]
         if not overdue:
             return  # the request finished meanwhile: nothing to kill
         frames = sys._current_frames()
         main = threading.main_thread().ident
-        for ident, (started, environ) in overdue:
-            what = _describe_request(environ)
-            where = frame if ident == main else frames.get(ident)
+        for thread, started, environ in overdue:
+            what = _describe_request(environ or {})
+            where = frame if thread == main else frames.get(thread)
             stack = _application_stack(where)
             log.error(
                 "worker %d: request %s has run %.1fs, past the %ss timeout; "
