@@ -154,9 +154,7 @@ class ConnectionHandler:
         self._inheriting: dict[int, bool] = {}
         self._kernel_timeout = _timeval(config.body_timeout)
         self._new_parser = functools.partial(
-            RequestParser,
-            max_header_size=config.max_header_size,
-            max_body_size=config.max_body_size,
+            RequestParser, config.max_header_size, config.max_body_size
         )
 
     def handle(self, sock: _socket.socket, listener: ListenerInfo) -> None:
@@ -333,8 +331,8 @@ class ConnectionHandler:
             self.on_request(environ)
         response = Response(
             sock.sendall,
-            sendfile=functools.partial(_send_file, sock),
-            head_request=environ["REQUEST_METHOD"] == "HEAD",
+            functools.partial(_send_file, sock),
+            environ["REQUEST_METHOD"] == "HEAD",
         )
         outcome = run_application(self.app, environ, response)
         if self.access_log is not None:

@@ -154,10 +154,11 @@ class RequestParser:
 
     def __init__(
         self,
-        *,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
         max_body_size: int | None = None,
     ) -> None:
+        # Not keyword-only: the handler makes one per request, and keyword
+        # arguments to a class cost a dict per call.
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
 

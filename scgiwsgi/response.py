@@ -206,10 +206,11 @@ class Response:
     def __init__(
         self,
         send: Callable[[bytes], None],
-        *,
         sendfile: SendFile | None = None,
         head_request: bool = False,
     ) -> None:
+        # Not keyword-only: the handler makes one per request, and keyword
+        # arguments to a class cost a dict per call.
         self._send = send
         self._sendfile = sendfile
         self._head_request = head_request
