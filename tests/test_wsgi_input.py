@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import io
 import tracemalloc
 from collections.abc import Generator
 
@@ -228,6 +229,28 @@ def test_readinto_counts_bytes_not_items() -> None:
     target = array.array("i", [0, 0])  # 2 items, 8 bytes
     assert stream.readinto(target) == target.itemsize * 2  # type: ignore[arg-type]
     assert target.tobytes() == body[: target.itemsize * 2]
+
+
+def test_buffered_reader_over_it_reads_lines_and_the_rest(piece: int | None) -> None:
+    stream, source = body_input(piece=piece)
+    buffered = io.BufferedReader(stream, buffer_size=8)  # type: ignore[arg-type]
+    assert buffered.readline() == LINES[0]
+    assert buffered.read() == BODY[len(LINES[0]) :]
+    assert source.position == len(BODY)
+
+
+def test_the_io_methods_of_a_raw_stream() -> None:
+    stream, _ = body_input()
+    assert (stream.readable(), stream.seekable(), stream.writable()) == (True, False, False)
+    assert not stream.isatty()
+    with pytest.raises(io.UnsupportedOperation):
+        stream.fileno()
+    with stream as same:
+        assert same is stream and not stream.closed
+        assert same.read(5) == BODY[:5]
+    assert stream.closed
+    stream.custom = "middleware state"  # type: ignore[attr-defined]
+    assert stream.custom == "middleware state"  # type: ignore[attr-defined]
 
 
 # -- discard and remaining ------------------------------------------------------------
