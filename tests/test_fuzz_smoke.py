@@ -98,13 +98,25 @@ def test_bounded_fuzz_run(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     crashes = sorted(path.name for path in tmp_path.glob("crash-*"))
-    assert result.returncode == 0, output[-3000:]
-    assert crashes == []
+    assert result.returncode == 0, f"the fuzz run exited with {result.returncode}" + _excerpt(
+        output
+    )
+    assert crashes == [], _excerpt(output)
     done = re.search(r"^Done (\d+) runs in (\d+) second", output, re.MULTILINE)
-    assert done is not None, output[-3000:]
+    assert done is not None, "libFuzzer printed no 'Done N runs' line" + _excerpt(output)
     runs, seconds = int(done.group(1)), int(done.group(2))
     print(
         f"\nfuzz: {runs} runs in {seconds}s; corpus {len(SEEDS)} -> {len(list(corpus.iterdir()))}"
     )
     # A loaded machine may spend the time budget first; that still fuzzed.
-    assert runs == RUNS or (seconds >= TIME_LIMIT and runs >= MIN_RUNS), output[-3000:]
+    assert runs == RUNS or (seconds >= TIME_LIMIT and runs >= MIN_RUNS), (
+        f"{runs} runs in {seconds}s" + _excerpt(output)
+    )
+
+
+def _excerpt(output: str, head_lines: int = 40, tail: int = 3000) -> str:
+    """libFuzzer's first lines (its options, the seeds loaded) and the end of its output."""
+    head = "\n".join(output.splitlines()[:head_lines])
+    if len(output) <= len(head) + tail:
+        return f":\n{output}"
+    return f":\n{head}\n[...]\n{output[-tail:]}"
