@@ -79,11 +79,15 @@ class RequestHead:
         }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class BodyData:
     """A non-empty piece of the request body."""
 
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        # One per piece of body read: set as RequestHead sets its fields.
+        self.__dict__["data"] = data
 
 
 @dataclasses.dataclass(frozen=True)

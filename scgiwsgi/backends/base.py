@@ -323,11 +323,11 @@ class Backend(abc.ABC):
         return True
 
     def _advance(self, poller: Poller, pending: Pending) -> None:
-        fd = pending.sock.fileno()
         outcome = self.handler.advance(pending)
         if outcome is True:
             self._ready.append(pending)
         elif outcome is False:
+            fd = pending.sock.fileno()  # still open: only None closes it
             self._pending[fd] = pending
             poller.register(fd, pending)
 
