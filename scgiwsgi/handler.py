@@ -84,15 +84,16 @@ class Pending:
 
     ``timeouts_set`` is True when the socket already carries the kernel's
     send and receive timeouts (inherited from its listening socket).
+    ``peer`` names the peer in log lines; ``str(pending)`` is that name too.
     """
 
     __slots__ = (
+        "_peer",
         "deadline",
         "draining",
         "head",
         "listener",
         "parser",
-        "peer",
         "sock",
         "started",
         "timeouts_set",
@@ -102,7 +103,6 @@ class Pending:
         self,
         sock: _socket.socket,
         listener: ListenerInfo,
-        peer: PeerName,
         parser: RequestParser,
         started: float,
         deadline: float,
@@ -110,13 +110,23 @@ class Pending:
     ) -> None:
         self.sock = sock
         self.listener = listener
-        self.peer = peer
         self.parser = parser
         self.started = started
         self.deadline = deadline
         self.timeouts_set = timeouts_set
         self.head: RequestHead | None = None
         self.draining = False
+        self._peer: PeerName | None = None
+
+    @property
+    def peer(self) -> PeerName:
+        """The peer's name for log lines, made on first use (most requests log nothing)."""
+        if self._peer is None:
+            self._peer = PeerName(self.sock, self.listener)
+        return self._peer
+
+    def __str__(self) -> str:
+        return str(self.peer)
 
 
 class ConnectionHandler:
@@ -188,8 +198,7 @@ class ConnectionHandler:
         call :meth:`advance` when it is readable and :meth:`expire` once
         ``pending.deadline`` has passed.
         """
-        peer = PeerName(sock, listener)
-        if self.allow is not None and not self.allow.permits(sock, peer):
+        if self.allow is not None and not self.allow.permits(sock, PeerName(sock, listener)):
             sock.close()
             return None
         if sock.gettimeout() is not None:
@@ -203,7 +212,6 @@ class ConnectionHandler:
         return Pending(
             sock,
             listener,
-            peer,
             self._new_parser(),
             now,
             now + self.config.header_timeout,
@@ -292,7 +300,7 @@ class ConnectionHandler:
             if not pending.timeouts_set:
                 self._set_kernel_timeouts(sock)
             self._serve(
-                sock, pending.listener, pending.peer, pending.parser, pending.head, pending.started
+                sock, pending.listener, pending, pending.parser, pending.head, pending.started
             )
         except Exception:
             log.exception("%s: unexpected error while serving the connection", pending.peer)
@@ -308,12 +316,13 @@ class ConnectionHandler:
         self,
         sock: _socket.socket,
         listener: ListenerInfo,
-        peer: PeerName,
+        peer: PeerName | Pending,
         parser: RequestParser,
         head: RequestHead,
         started: float,
     ) -> None:
         # The socket is blocking, with the kernel timeouts of body_timeout.
+        # ``peer`` is only formatted into log lines.
         timeout = self.config.body_timeout
         length = head.content_length
         read_chunk = _BodyReader(sock, parser, timeout, length).read_chunk if length else _no_body
@@ -377,7 +386,7 @@ def _log_access(
     environ: dict[str, Any],
     response: Response,
     seconds: float,
-    peer: PeerName,
+    peer: PeerName | Pending,
 ) -> None:
     # A log that cannot be written (disk full, or closed by a server that
     # stopped while this request ran past graceful_timeout) must not
