@@ -144,6 +144,11 @@ class _Worker:
         self._environs: list[dict[str, Any] | None] = [None] * threads
         self._slot_index: dict[int, int] = {}
         """The slot of each request thread, by thread ident."""
+        # One request thread (the single backend): it is this, the main
+        # thread, and its slot is 0; no lookup by thread ident per request.
+        self._one_thread = threads == 1
+        if self._one_thread:
+            self._slot_index[get_ident()] = 0
         self._term_before_serving = False
 
     def run(self) -> int:
@@ -215,27 +220,26 @@ class _Worker:
 
     def _on_request(self, environ: dict[str, Any]) -> None:
         """A request starts: stamp its slot for the arbiter's ``--timeout`` watch."""
-        thread = get_ident()
-        index = self._slot_index.get(thread)
-        if index is None:
-            index = self._new_slot(thread)
+        index = 0 if self._one_thread else self._slot_of(get_ident())
         self._environs[index] = environ
         self._slots[index] = time.monotonic()
 
     def _on_finished(self) -> None:
         """A request ended (or failed before it started): clear the slot, count it."""
-        index = self._slot_index.get(get_ident())
+        index = 0 if self._one_thread else self._slot_index.get(get_ident())
         if index is not None:
             self._slots[index] = 0.0
             self._environs[index] = None
         if self.limit:
             self._count_request()
 
-    def _new_slot(self, thread: int) -> int:
-        """Give a request thread seen for the first time the next slot of this worker."""
-        with self._lock:
-            index = len(self._slot_index)
-            self._slot_index[thread] = index
+    def _slot_of(self, thread: int) -> int:
+        """The slot of a request thread; one seen for the first time gets the next one."""
+        index = self._slot_index.get(thread)
+        if index is None:
+            with self._lock:
+                index = len(self._slot_index)
+                self._slot_index[thread] = index
         return index
 
     def _started(self, thread: int | None) -> float:
