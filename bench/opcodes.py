@@ -1,0 +1,115 @@
+"""Bytecodes and Python calls per request, by function, in a live in-process server.
+
+``bench/instructions.py`` says how many instructions a request costs; this
+says which Python functions run them.  It serves the requests of
+``bench/instructions.py`` with scgiwsgi's single backend (a prefork
+worker's loop, without the worker's timeout stamps) in a thread of this
+process, on loopback, one client at a time, and traces that thread with
+``sys.settrace`` (opcode events)::
+
+    python bench/opcodes.py                      # hello, top 40 functions
+    python bench/opcodes.py --scenario post64k --top 60
+
+The counts are exact and the same on every run; what one bytecode costs is
+not (a dict lookup is one, so is ``str.split`` of 50 fields).  The code
+measured is this checkout's ``scgiwsgi/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
+
+from apps import application  # noqa: E402
+from instructions import _requests, _send  # noqa: E402
+
+from scgiwsgi.backends.single import SingleBackend  # noqa: E402
+from scgiwsgi.config import Config  # noqa: E402
+from scgiwsgi.handler import ConnectionHandler  # noqa: E402
+from scgiwsgi.sockets import bind_all  # noqa: E402
+
+WARMUP = 50
+SETTLE_SECONDS = 0.2
+
+
+class _Counter:
+    """A trace function counting opcodes and calls per code object, while on."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.opcodes: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if not self.on:
+            return None
+        code = frame.f_code
+        name = f"{Path(code.co_filename).name}:{code.co_qualname}"
+        self.calls[name] += 1
+        frame.f_trace_opcodes = True
+        opcodes = self.opcodes
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                opcodes[name] += 1
+            return local
+
+        return local
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="hello", choices=("hello", "post64k"))
+    parser.add_argument("--requests", type=int, default=300, help="requests traced (1..10000)")
+    parser.add_argument("--top", type=int, default=40, help="functions listed")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= 10_000:
+        parser.error("--requests must be 1..10000")
+    request = _requests()[args.scenario]
+    config = Config()
+    listeners = bind_all(["127.0.0.1:0"])
+    port = int(listeners[0].sock.getsockname()[1])
+    handler = ConnectionHandler(application, config, multithread=False, multiprocess=True)
+    backend = SingleBackend(listeners, handler, config)
+    backend.shares_listeners = True
+    counter = _Counter()
+
+    def serve() -> None:
+        sys.settrace(counter.trace)
+        backend.serve_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        for _ in range(WARMUP):
+            _send(port, request)
+        time.sleep(SETTLE_SECONDS)  # the loop waits in poll() again
+        counter.on = True
+        for _ in range(args.requests):
+            _send(port, request)
+        # The server's work after the last answer (close, the next turn).
+        time.sleep(SETTLE_SECONDS)
+        counter.on = False
+    finally:
+        backend.shutdown()
+        thread.join(10)
+    total = sum(counter.opcodes.values()) / args.requests
+    calls = sum(counter.calls.values()) / args.requests
+    print(f"{args.scenario}: {total:.0f} bytecodes and {calls:.0f} Python calls per request")
+    print(f"{'bytecodes':>9}  {'calls':>5}  function")
+    for name, count in counter.opcodes.most_common(args.top):
+        print(f"{count / args.requests:9.1f}  {counter.calls[name] / args.requests:5.2f}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
