@@ -45,7 +45,7 @@ REQUEST_TIMEOUT = 60.0
 _TOTALS_RE = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
-def _requests() -> dict[str, bytes]:
+def scenario_requests() -> dict[str, bytes]:
     """The SCGI requests of each scenario: nginx's GET from micro.py, and a 64 KiB POST."""
     sys.argv, argv = sys.argv[:1], sys.argv  # micro.py reads --rev at import
     try:
@@ -68,7 +68,7 @@ def _requests() -> dict[str, bytes]:
     return {"hello": micro.REQUEST, "post64k": b"%d:%s,%s" % (len(block), block, body)}
 
 
-def _send(port: int, request: bytes) -> bytes:
+def send_request(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as conn:
         conn.sendall(request)
         parts = []
@@ -122,7 +122,7 @@ def count(
     try:
         _wait_ready(port, request, server, out_dir)
         with concurrent.futures.ThreadPoolExecutor(connections) as clients:
-            for answer in clients.map(lambda _: _send(port, request), range(requests)):
+            for answer in clients.map(lambda _: send_request(port, request), range(requests)):
                 del answer
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -147,7 +147,7 @@ def _wait_ready(port: int, request: bytes, server: subprocess.Popen[bytes], out_
             log = (out_dir / "log").read_text(errors="replace")
             raise RuntimeError(f"the server exited: {log[-2000:]}")
         try:
-            _send(port, request)
+            send_request(port, request)
             return
         except OSError:
             time.sleep(0.5)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests must be 1..100000 and --warmup 1..10000")
     if not 1 <= args.connections <= 16:
         parser.error("--connections must be 1..16")
-    requests = _requests()
+    requests = scenario_requests()
     scenarios = args.scenarios.split(",")
     unknown = set(scenarios) - set(requests)
     if unknown:

@@ -10,9 +10,13 @@ process, on loopback, one client at a time, and traces that thread with
     python bench/opcodes.py                      # hello, top 40 functions
     python bench/opcodes.py --scenario post64k --top 60
 
-The counts are exact and the same on every run; what one bytecode costs is
-not (a dict lookup is one, so is ``str.split`` of 50 fields).  The code
-measured is this checkout's ``scgiwsgi/``.
+What a function runs per call is exact and the same on every run, but
+which way the accept loop goes is not: whether the next connection is
+queued when a request ends depends on timing, so the loop's functions
+(``Backend._turn``, ``_accept_waiting``) move from run to run, by up to
+10% of the total.  Nor is what one bytecode costs (a dict lookup is one,
+so is ``str.split`` of 50 fields).  The code measured is this checkout's
+``scgiwsgi/``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
 
 from apps import application  # noqa: E402
-from instructions import _requests, _send  # noqa: E402
+from instructions import scenario_requests, send_request  # noqa: E402
 
 from scgiwsgi.backends.single import SingleBackend  # noqa: E402
 from scgiwsgi.config import Config  # noqa: E402
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 10_000:
         parser.error("--requests must be 1..10000")
-    request = _requests()[args.scenario]
+    request = scenario_requests()[args.scenario]
     config = Config()
     listeners = bind_all(["127.0.0.1:0"])
     port = int(listeners[0].sock.getsockname()[1])
@@ -91,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     thread.start()
     try:
         for _ in range(WARMUP):
-            _send(port, request)
+            send_request(port, request)
         time.sleep(SETTLE_SECONDS)  # the loop waits in poll() again
         counter.on = True
         for _ in range(args.requests):
-            _send(port, request)
+            send_request(port, request)
         # The server's work after the last answer (close, the next turn).
         time.sleep(SETTLE_SECONDS)
         counter.on = False
