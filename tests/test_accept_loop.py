@@ -82,6 +82,7 @@ def test_one_client_at_a_time_rarely_meets_an_empty_queue() -> None:
     # connection is queued; with one client at a time none ever is, and each
     # failed try costs an exception.  The tries back off (1, 2, 4... up to 16
     # requests skip them), so 34 requests make 5 of them; every request used to.
+    # The client pauses between requests so that the loop's try comes first.
     config = Config()
     listener = bind(parse_bind("127.0.0.1:0"))
     counting = _CountingListenSocket(fileno=listener.sock.detach())
@@ -97,6 +98,7 @@ def test_one_client_at_a_time_rarely_meets_an_empty_queue() -> None:
             with socket.create_connection((host, port), timeout=5) as sock:
                 sock.sendall(encode_request({"REQUEST_URI": "/"}))
                 assert sock.recv(4096).startswith(b"Status: 200 OK")
+            time.sleep(0.05)
     finally:
         backend.shutdown()
         thread.join(10)
