@@ -139,7 +139,7 @@ class AccessLog:
             except ConfigError as exc:
                 logging.getLogger("scgiwsgi.error").error("%s; keeping the old file", exc)
                 return
-            self._stream.close()
+            _close_log(self._stream, self.destination)
             self._stream = stream
 
     def close(self) -> None:
@@ -147,7 +147,20 @@ class AccessLog:
         with self._lock:
             self._closed = True
             if self._stream is not sys.stdout:
-                self._stream.close()
+                _close_log(self._stream, self.destination)
+
+
+def _close_log(stream: IO[str], destination: str) -> None:
+    # Lines whose write failed (a full disk) stay in the stream's buffer, and
+    # closing tries them once more: if that fails too they are lost, which is
+    # said once here, and a server stopping must not fail for it.  The file
+    # is closed either way.
+    try:
+        stream.close()
+    except OSError as exc:
+        logging.getLogger("scgiwsgi.error").warning(
+            "access log %s: lines not written before closing it: %s", destination, exc
+        )
 
 
 def _open_log(path: str) -> IO[str]:

@@ -804,6 +804,26 @@ def test_access_log_in_combined_format(live: LiveFactory, tmp_path: Path) -> Non
     assert COMBINED.fullmatch(lines[0]), lines[0]
 
 
+def test_an_access_log_that_cannot_be_written_costs_no_response(
+    live: LiveFactory, transport: str, scgi_log: pytest.LogCaptureFixture
+) -> None:
+    # /dev/full fails every write with ENOSPC: the answer still goes out
+    # whole, and the warning names the peer (as in test_malformed_request_is_rejected).
+    server = live(validator(hello), access_log="/dev/full")
+    with connect(server.address) as sock:
+        if transport == "tcp":
+            host, port = sock.getsockname()[:2]
+            peer = f"{host}:{port}"
+        else:
+            peer = server.address
+        sock.sendall(encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/logged"}))
+        raw, reset = recv_all(sock)
+    assert not reset
+    assert raw.startswith(b"Status: 200 ") and raw.endswith(b"\r\n\r\nHello, world!\n"), raw
+    warnings = [r.getMessage() for r in records(scgi_log, logging.WARNING)]
+    assert any("access log line not written" in m and peer in m for m in warnings), warnings
+
+
 # -- WebTest through SCGIProxyApp -----------------------------------------------------------
 
 
