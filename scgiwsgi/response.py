@@ -127,20 +127,18 @@ def _lowered_name(header: object) -> str:
     name, value = header
     if type(name) is not str or type(value) is not str:
         raise ResponseError(f"header name and value must be str: {header!r}")
-    lowered = _valid_names.get(name)
-    if lowered is None:
-        return _check_new_name(name, value)
-    if not _is_plain_value(value):
+    lowered = _valid_names.get(name) or _check_new_name(name)
+    # Printable ASCII (most values) is checked by two C loops, faster than a
+    # regular expression; tabs and non-ASCII text take the regular expression.
+    if not (value.isascii() and value.isprintable()) and _find_forbidden(value) is not None:
         _reject_value(name, value)
     return lowered
 
 
-def _check_new_name(name: str, value: str) -> str:
-    """Check a header not seen before, in the order of the error messages."""
+def _check_new_name(name: str) -> str:
+    """Check a header name not seen before; remember it once it passed."""
     if not _TOKEN_RE.match(name):
         raise ResponseError(f"invalid header name {name!r}")
-    if not _is_plain_value(value):
-        _reject_value(name, value)
     lowered = name.lower()
     if lowered in _HOP_BY_HOP:
         raise ResponseError(f"hop-by-hop header {name} is not allowed in a WSGI response")
@@ -149,12 +147,6 @@ def _check_new_name(name: str, value: str) -> str:
     if len(_valid_names) < _CACHE_LIMIT:
         _valid_names[name] = lowered
     return lowered
-
-
-def _is_plain_value(value: str) -> bool:
-    # Printable ASCII (most values) is checked by two C loops, faster than a
-    # regular expression; tabs and non-ASCII text take the regular expression.
-    return (value.isascii() and value.isprintable()) or _find_forbidden(value) is None
 
 
 def _reject_value(name: str, value: str) -> NoReturn:
