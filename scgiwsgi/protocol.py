@@ -344,9 +344,10 @@ def _split_variables(block: str) -> dict[str, str]:
     if len(items) % 2:
         raise MalformedRequest("header block has a name without a value")
     # Strategy: build the dict in C; only a block with a repeated or empty
-    # name (rare) takes the loop below, which also names the problem.
+    # name (rare) takes the loop below, which also names the problem.  The
+    # count is even (checked above), so zip() need not check it again.
     pairs = iter(items)
-    variables = dict(zip(pairs, pairs, strict=True))
+    variables = dict(zip(pairs, pairs, strict=False))
     if len(variables) * 2 == len(items) and "" not in variables:
         return variables
     return _split_repeated(items)
