@@ -349,7 +349,7 @@ class ConnectionHandler:
         if outcome is _ABORT:
             _abort(sock)
         else:
-            _finish(sock, body)
+            _finish(sock, body if length else None)
 
     def _read_head(
         self, sock: _socket.socket, parser: RequestParser, peer: PeerName
@@ -557,17 +557,18 @@ def _reject_nonblocking(pending: Pending, exc: ProtocolError) -> None:
         pass
 
 
-def _finish(sock: _socket.socket, body: BodyInput) -> None:
+def _finish(sock: _socket.socket, body: BodyInput | None) -> None:
     # Strategy: closing a socket with unread input makes the kernel send a
     # reset, and a front end still sending the body would then report an
     # error instead of our response.  Half-close first, then read the rest
     # of the body (bounded by CONTENT_LENGTH and the body timeouts) before
     # closing.  The half-close also ends the response when another process
     # holds a copy of the descriptor (--inetd's fds 0 and 1, a child the
-    # application forked), where close() alone would send nothing.
+    # application forked), where close() alone would send nothing.  No
+    # ``body``: the request had none.
     try:
         sock.shutdown(socket.SHUT_WR)
-        if body.remaining:
+        if body is not None and body.remaining:
             body.discard()
     except (OSError, ClientDisconnected):
         pass
