@@ -81,13 +81,13 @@ class Config:
     allow: tuple[str, ...] = ()
     """Networks (CIDR, IPv4 and IPv6) whose TCP peers may connect; empty: any."""
     socket_mode: int = 0o660
+    """Permission bits of unix sockets the server creates."""
     socket_group: str | None = None
     """Group owning the unix socket files the server creates."""
     user: str | None = None
     """User to switch to once the sockets are bound (needs root)."""
     group: str | None = None
     """Group to switch to once the sockets are bound; default: the user's."""
-    """Permission bits of unix sockets the server creates."""
     backlog: int = 1024
     """Listen queue length of every socket the server binds."""
     graceful_timeout: float = 30.0
