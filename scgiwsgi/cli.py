@@ -192,6 +192,11 @@ def _default(name: str) -> str:
     help=f"Listen queue length. [default: {_default('backlog')}]",
 )
 @click.option(
+    "--defer-accept/--no-defer-accept",
+    default=None,
+    help="Take a TCP connection only once its request starts arriving (Linux). [default: on]",
+)
+@click.option(
     "--graceful-timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",

@@ -90,6 +90,11 @@ class Config:
     """Group to switch to once the sockets are bound; default: the user's."""
     backlog: int = 1024
     """Listen queue length of every socket the server binds."""
+    defer_accept: bool = True
+    """TCP sockets the server binds hand over a connection only once its first
+    bytes arrived (Linux ``TCP_DEFER_ACCEPT``, as uWSGI does by default and
+    nginx's ``listen ... deferred``); a connection that sends nothing is
+    handed over after about a second."""
     graceful_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM or SIGINT."""
     header_timeout: float = 10.0

@@ -109,7 +109,10 @@ class WSGIServer:
                 self.listeners = list(self._inherited.listeners)
         if not self.listeners:
             self.listeners = activated_listeners() or bind_all(
-                self.config.bind, socket_mode=self.config.socket_mode, backlog=self.config.backlog
+                self.config.bind,
+                socket_mode=self.config.socket_mode,
+                backlog=self.config.backlog,
+                defer_accept=self.config.defer_accept,
             )
             try:
                 apply_socket_group(self.config, self.listeners)

@@ -44,6 +44,8 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]:(.*)")
 _PROBE_TIMEOUT = 1.0
 # SERVER_NAME / SERVER_PORT fallbacks for unix sockets, which have neither.
+_DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)
+"""Linux's socket option; None where the platform has none."""
 _UNIX_SERVER_NAME = "localhost"
 _UNIX_SERVER_PORT = "80"
 
@@ -239,10 +241,16 @@ class Listener:
         return f"<Listener {self.display} fd={self.fileno()}>"
 
 
-def bind(spec: BindSpec, *, socket_mode: int = 0o660, backlog: int = 1024) -> Listener:
+def bind(
+    spec: BindSpec, *, socket_mode: int = 0o660, backlog: int = 1024, defer_accept: bool = False
+) -> Listener:
     """Bind and listen on ``spec``, or adopt the inherited socket of ``fd://N``.
 
-    TCP sockets get ``SO_REUSEADDR``; IPv6 ones are IPv6-only.  A unix
+    TCP sockets get ``SO_REUSEADDR``; IPv6 ones are IPv6-only; with
+    ``defer_accept`` (where the platform has ``TCP_DEFER_ACCEPT``) the kernel
+    queues a connection for ``accept`` only once its first bytes arrived, or
+    after about a second without any.  An inherited socket keeps the options
+    it came with.  A unix
     socket file gets the permission bits ``socket_mode``; a stale socket file
     (nothing answers on it) is replaced.  The returned socket is non-blocking
     and not inheritable.  Raises :class:`~scgiwsgi.errors.BindError` with a
@@ -253,11 +261,15 @@ def bind(spec: BindSpec, *, socket_mode: int = 0o660, backlog: int = 1024) -> Li
         return _bind_unix(spec, socket_mode, backlog)
     if spec.kind == "fd":
         return _adopt_fd(spec)
-    return _bind_tcp(spec, backlog)
+    return _bind_tcp(spec, backlog, defer_accept)
 
 
 def bind_all(
-    specs: Iterable[str | BindSpec], *, socket_mode: int = 0o660, backlog: int = 1024
+    specs: Iterable[str | BindSpec],
+    *,
+    socket_mode: int = 0o660,
+    backlog: int = 1024,
+    defer_accept: bool = False,
 ) -> list[Listener]:
     """Bind every address of ``specs`` (strings are parsed first).
 
@@ -270,7 +282,9 @@ def bind_all(
     listeners: list[Listener] = []
     try:
         for spec in parsed:
-            listeners.append(bind(spec, socket_mode=socket_mode, backlog=backlog))
+            listeners.append(
+                bind(spec, socket_mode=socket_mode, backlog=backlog, defer_accept=defer_accept)
+            )
     except BaseException:
         for listener in listeners:
             listener.close()
@@ -317,7 +331,7 @@ def _resolve(spec: BindSpec) -> tuple[socket.AddressFamily, tuple[object, ...]]:
     return family, address
 
 
-def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
+def _bind_tcp(spec: BindSpec, backlog: int, defer_accept: bool) -> Listener:
     family, address = _resolve(spec)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -327,6 +341,12 @@ def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if defer_accept and _DEFER_ACCEPT is not None:
+            # Strategy: a connection accepted before its request arrived
+            # costs a read that finds nothing, a poller registration and one
+            # more turn of the loop.  The value is in seconds: the kernel
+            # hands over a silent connection after one SYN-ACK retransmit.
+            sock.setsockopt(socket.IPPROTO_TCP, _DEFER_ACCEPT, 1)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)

@@ -143,6 +143,16 @@ def test_cli_print_config_shows_merged_settings(tmp_path: Path) -> None:
     assert "threads = 6" in result.stdout and "backlog = 5" in result.stdout
 
 
+def test_defer_accept_on_by_default_and_off_from_each_source(tmp_path: Path) -> None:
+    assert resolve({}, environ={}).defer_accept is True
+    assert resolve({}, environ={"SCGI_WSGI_DEFER_ACCEPT": "off"}).defer_accept is False
+    path = write(tmp_path, "defer_accept = false\n")
+    assert resolve({}, environ={"SCGI_WSGI_CONFIG": path}).defer_accept is False
+    result = run_cli("--no-defer-accept", "--print-config")
+    assert result.returncode == 0, result.stderr
+    assert "defer_accept = false" in result.stdout
+
+
 def test_cli_check_config_ok_and_failing(tmp_path: Path) -> None:
     good = run_cli("examples.hello", "--check-config")
     assert good.returncode == 0 and "configuration OK" in good.stdout

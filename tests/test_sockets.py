@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,9 @@ def _has_ipv6_loopback() -> bool:
 
 
 needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+needs_defer_accept = pytest.mark.skipif(
+    not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="no TCP_DEFER_ACCEPT (Linux only)"
+)
 
 
 @pytest.fixture
@@ -151,6 +156,55 @@ def test_tcp_socket_options(listeners: list[Listener]) -> None:
     assert sock.get_inheritable() is False
     with pytest.raises(BlockingIOError):
         sock.accept()
+
+
+def _seconds_until_acceptable(listener: Listener, limit: float) -> float | None:
+    """How long until ``listener`` has a connection to accept; None past ``limit``."""
+    started = time.monotonic()
+    readable, _, _ = select.select([listener.sock], [], [], limit)
+    return time.monotonic() - started if readable else None
+
+
+@needs_defer_accept
+def test_tcp_defer_accept_hands_over_a_connection_with_its_first_bytes(
+    listeners: list[Listener],
+) -> None:
+    listener = bind(parse_bind("127.0.0.1:0"), defer_accept=True)
+    listeners.append(listener)
+    assert listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+    with socket.create_connection(listener.sock.getsockname(), timeout=5) as client:
+        # connect() returned: for the client the connection is open, but the
+        # kernel keeps it from accept() until bytes arrive.
+        assert _seconds_until_acceptable(listener, 0.3) is None
+        client.sendall(b"24:CONTENT_LENGTH")
+        assert _seconds_until_acceptable(listener, 5) is not None
+        conn, _ = listener.sock.accept()
+        with conn:
+            conn.settimeout(5)
+            assert conn.recv(64) == b"24:CONTENT_LENGTH"
+
+
+@needs_defer_accept
+def test_tcp_defer_accept_still_hands_over_a_silent_connection(
+    listeners: list[Listener],
+) -> None:
+    # A peer that never sends must still reach the server (and its header
+    # timeout), about a second later: not wait in the kernel for ever.
+    listener = bind(parse_bind("127.0.0.1:0"), defer_accept=True)
+    listeners.append(listener)
+    with socket.create_connection(listener.sock.getsockname(), timeout=5):
+        waited = _seconds_until_acceptable(listener, 10)
+        assert waited is not None and 0.3 <= waited < 10
+
+
+def test_tcp_without_defer_accept_hands_over_at_once(listeners: list[Listener]) -> None:
+    listener = bind(parse_bind("127.0.0.1:0"))
+    listeners.append(listener)
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        assert listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+    with socket.create_connection(listener.sock.getsockname(), timeout=5):
+        waited = _seconds_until_acceptable(listener, 5)
+        assert waited is not None and waited < 0.9
 
 
 def test_tcp_hostname_is_resolved(listeners: list[Listener]) -> None:
