@@ -110,21 +110,23 @@ class BodyInput:
         """
         if size is None or size < 0:
             return self.readall()
-        parts = [self._buffer[:size]]
+        taken = self._buffer[:size]
         self._buffer = self._buffer[size:]
-        missing = size - len(parts[0])
+        parts = [taken] if taken else []
+        missing = size - len(taken)
         while missing > 0 and self._unpulled:
-            parts.append(self._pull(missing))
-            missing -= len(parts[-1])
-        return b"".join(parts)
+            data = self._pull(missing)
+            parts.append(data)
+            missing -= len(data)
+        return _joined(parts)
 
     def readall(self) -> bytes:
         """Read the rest of the body."""
-        parts = [self._buffer]
+        parts = [self._buffer] if self._buffer else []
         self._buffer = b""
         while self._unpulled:
             parts.append(self._pull(max(self._unpulled, 1)))
-        return b"".join(parts)
+        return _joined(parts)
 
     def readinto(self, target: bytearray | memoryview) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many."""
@@ -180,3 +182,9 @@ class BodyInput:
         while self._unpulled:
             dropped += len(self._pull(_DEFAULT_CHUNK))
         return dropped
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    # A body that came in one piece (the common case) is returned as it is:
+    # joining would copy it.
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import io
 import tracemalloc
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import pytest
 
@@ -87,6 +87,17 @@ def test_read_n_returns_n_bytes_until_the_end(piece: int | None) -> None:
 def test_read_content_length_at_once_gets_the_whole_body(piece: int | None) -> None:
     stream, _ = body_input(piece=piece)
     assert stream.read(len(BODY)) == BODY
+
+
+@pytest.mark.parametrize("read", [lambda body: body.read(64), lambda body: body.read()])
+def test_a_body_pulled_in_one_piece_is_returned_without_a_copy(
+    read: Callable[[BodyInput], bytes],
+) -> None:
+    # The handler's chunk is usually the whole body: joining would copy it.
+    chunk = bytes(range(64))
+    body = BodyInput(lambda size: chunk[:size], len(chunk))
+    assert read(body) is chunk
+    assert body.read() == b""
 
 
 def test_read_zero_asks_nothing() -> None:
