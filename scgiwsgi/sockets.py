@@ -43,9 +43,9 @@ _DIGITS = re.compile(r"[0-9]+")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]:(.*)")
 _PROBE_TIMEOUT = 1.0
-# SERVER_NAME / SERVER_PORT fallbacks for unix sockets, which have neither.
 _DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)
 """Linux's socket option; None where the platform has none."""
+# SERVER_NAME / SERVER_PORT fallbacks for unix sockets, which have neither.
 _UNIX_SERVER_NAME = "localhost"
 _UNIX_SERVER_PORT = "80"
 
@@ -250,12 +250,12 @@ def bind(
     ``defer_accept`` (where the platform has ``TCP_DEFER_ACCEPT``) the kernel
     queues a connection for ``accept`` only once its first bytes arrived, or
     after about a second without any.  An inherited socket keeps the options
-    it came with.  A unix
-    socket file gets the permission bits ``socket_mode``; a stale socket file
-    (nothing answers on it) is replaced.  The returned socket is non-blocking
-    and not inheritable.  Raises :class:`~scgiwsgi.errors.BindError` with a
-    one-line message (address in use, permission denied, unknown host, a
-    non-socket file in the way, ...); the caller should report it and stop.
+    it came with.  A unix socket file gets the permission bits
+    ``socket_mode``; a stale socket file (nothing answers on it) is
+    replaced.  The returned socket is non-blocking and not inheritable.
+    Raises :class:`~scgiwsgi.errors.BindError` with a one-line message
+    (address in use, permission denied, unknown host, a non-socket file in
+    the way, ...); the caller should report it and stop.
     """
     if spec.kind == "unix":
         return _bind_unix(spec, socket_mode, backlog)
