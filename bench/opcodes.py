@@ -17,7 +17,7 @@ queued when a request ends depends on timing, so the loop's functions
 (``Backend._turn``, ``_accept_waiting``) move from run to run, by up to
 10% of the total.  With 4 clients the queue is rarely empty, as under
 load: the loop polls about once in 5 requests instead of every time
-(1,642 bytecodes per hello against 1,805 with one client, in one run).
+(1,642 bytecodes per hello against 1,705 with one client, in one run).
 Nor is what one bytecode costs (a dict lookup is one, so is ``str.split``
 of 50 fields).  The code measured is this checkout's
 ``scgiwsgi/``.
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--connections must be 1..16")
     request = scenario_requests()[args.scenario]
     config = Config()
-    listeners = bind_all(["127.0.0.1:0"])
+    # Bound as the server binds (deferred accept included).
+    listeners = bind_all(["127.0.0.1:0"], backlog=config.backlog, defer_accept=config.defer_accept)
     port = int(listeners[0].sock.getsockname()[1])
     handler = ConnectionHandler(application, config, multithread=False, multiprocess=True)
     backend = SingleBackend(listeners, handler, config)
