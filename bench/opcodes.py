@@ -17,7 +17,7 @@ queued when a request ends depends on timing, so the loop's functions
 (``Backend._turn``, ``_accept_waiting``) move from run to run, by up to
 10% of the total.  With 4 clients the queue is rarely empty, as under
 load: the loop polls about once in 5 requests instead of every time
-(1,642 bytecodes per hello against 1,705 with one client, in one run).
+(about 1,580 bytecodes per hello against 1,705 with one client).
 Nor is what one bytecode costs (a dict lookup is one, so is ``str.split``
 of 50 fields).  The code measured is this checkout's
 ``scgiwsgi/``.
