@@ -116,6 +116,18 @@ def assert_still_serving(address: str) -> None:
     assert (response.status, response.body) == (200, b"Hello, world!\n")
 
 
+def logged_peer(sock: socket.socket, address: str, transport: str) -> str:
+    """How the server's log lines name the client on ``sock``.
+
+    A TCP client is named by its address; a unix client has none, so the
+    listening socket's address stands in.
+    """
+    if transport == "tcp":
+        host, port = sock.getsockname()[:2]
+        return f"{host}:{port}"
+    return address
+
+
 def split_raw(raw: bytes) -> tuple[bytes, bytes]:
     head, sep, body = raw.partition(b"\r\n\r\n")
     assert sep, f"no complete response head in {raw[:200]!r}"
@@ -563,13 +575,7 @@ def test_malformed_request_is_rejected(
     data, options, status = MALFORMED[case]
     server = live(validator(hello), **options)
     with connect(server.address) as sock:
-        # The log names the client's address; unix peers have none, so the
-        # listening socket stands in.
-        if transport == "tcp":
-            host, port = sock.getsockname()[:2]
-            peer = f"{host}:{port}"
-        else:
-            peer = server.address
+        peer = logged_peer(sock, server.address, transport)
         sock.sendall(data)
         raw, reset = recv_all(sock)
     assert not reset
@@ -825,11 +831,7 @@ def test_an_access_log_that_cannot_be_written_costs_no_response(
     # whole, and the warning names the peer (as in test_malformed_request_is_rejected).
     server = live(validator(hello), access_log="/dev/full")
     with connect(server.address) as sock:
-        if transport == "tcp":
-            host, port = sock.getsockname()[:2]
-            peer = f"{host}:{port}"
-        else:
-            peer = server.address
+        peer = logged_peer(sock, server.address, transport)
         sock.sendall(encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/logged"}))
         raw, reset = recv_all(sock)
     assert not reset
