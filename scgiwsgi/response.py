@@ -116,23 +116,37 @@ def validate_header(header: object) -> tuple[str, str]:
     characters in the value, text that is not latin-1, hop-by-hop headers and
     ``Status`` (the status belongs in ``start_response``'s first argument).
     """
-    _lowered_name(header)
+    _check_headers([header])
     return cast("tuple[str, str]", header)
 
 
-def _lowered_name(header: object) -> str:
-    """Check one header tuple as :func:`validate_header` does; return its name lowercased."""
-    if type(header) is not tuple or len(header) != 2:
-        raise ResponseError(f"header must be a (name, value) tuple, not {header!r}")
-    name, value = header
-    if type(name) is not str or type(value) is not str:
-        raise ResponseError(f"header name and value must be str: {header!r}")
-    lowered = _valid_names.get(name) or _check_new_name(name)
-    # Printable ASCII (most values) is checked by two C loops, faster than a
-    # regular expression; tabs and non-ASCII text take the regular expression.
-    if not (value.isascii() and value.isprintable()) and _find_forbidden(value) is not None:
-        _reject_value(name, value)
-    return lowered
+def _check_headers(headers: list[Any]) -> int | None:
+    """Check every header as :func:`validate_header` does; return the Content-Length.
+
+    Strategy: one call per response, not one per header.  The first
+    Content-Length is parsed only after the loop, so that an invalid header
+    anywhere is reported before a bad length.
+    """
+    length_value: str | None = None
+    for header in headers:
+        if type(header) is not tuple or len(header) != 2:
+            raise ResponseError(f"header must be a (name, value) tuple, not {header!r}")
+        name, value = header
+        if type(name) is not str or type(value) is not str:
+            raise ResponseError(f"header name and value must be str: {header!r}")
+        lowered = _valid_names.get(name) or _check_new_name(name)
+        # Printable ASCII (most values) is checked by two C loops, faster than
+        # a regular expression; tabs and non-ASCII text take the expression.
+        if not (value.isascii() and value.isprintable()) and _find_forbidden(value) is not None:
+            _reject_value(name, value)
+        if lowered == "content-length" and length_value is None:
+            length_value = value
+    if length_value is None:
+        return None
+    stripped = length_value.strip()
+    if not stripped.isdigit() or not stripped.isascii():
+        raise ResponseError(f"Content-Length must be decimal digits, not {length_value!r}")
+    return int(stripped)
 
 
 def _check_new_name(name: str) -> str:
@@ -153,13 +167,6 @@ def _reject_value(name: str, value: str) -> NoReturn:
     if _BAD_VALUE_RE.search(value):
         raise ResponseError(f"header {name} has a control character (CR, LF, NUL...) in {value!r}")
     raise ResponseError(f"header {name} value is not latin-1: {value!r}")
-
-
-def _parse_content_length(value: str) -> int:
-    stripped = value.strip()
-    if not stripped.isdigit() or not stripped.isascii():
-        raise ResponseError(f"Content-Length must be decimal digits, not {value!r}")
-    return int(stripped)
 
 
 def _client_gone(exc: OSError, timed_out: str) -> ClientDisconnected:
@@ -231,18 +238,15 @@ class Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise ResponseError("start_response was called a second time without exc_info")
-        code = validate_status(status)
+        # A status seen before costs a dict lookup here; anything else (a new
+        # status, or not a str at all) takes the full check.
+        code = _valid_statuses.get(status) if type(status) is str else None
+        if code is None:
+            code = validate_status(status)
         if type(headers) is not list:
             raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
-        # Strategy: one pass validates every header and notes the first
-        # Content-Length; that value is parsed after the loop, so that an
-        # invalid header anywhere is still reported before a bad length.
         checked = headers.copy()
-        length_value: str | None = None
-        for header in checked:
-            if _lowered_name(header) == "content-length" and length_value is None:
-                length_value = header[1]
-        self.content_length = None if length_value is None else _parse_content_length(length_value)
+        self.content_length = _check_headers(checked)
         self.status, self.status_code, self.headers = status, code, checked
         return self.write
 
@@ -261,34 +265,37 @@ class Response:
             room = max(limit - self.body_bytes, 0)
             self.truncated += len(data) - room
             data = data[:room]
-        if self.headers_sent:
-            if data:
-                self._transmit(data)
-        else:
-            head = self._take_head()
-            if len(data) <= _COALESCE_LIMIT:
-                self._transmit(head + data)
-            else:
-                self._transmit(head)
-                self._transmit(data)
-        self.body_bytes += len(data)
-
-    def _take_head(self) -> bytes:
-        if self.status is None:
-            raise ResponseError("no status: start_response() was never called")
-        self.headers_sent = True
-        return encode_response_head(self.status, self.headers)
-
-    def _transmit(self, data: bytes) -> None:
+        # Strategy: the sends are written out here, not in a helper: this
+        # runs once per chunk, and a call costs more than the lines.
         try:
-            self._send(data)
+            if self.headers_sent:
+                if data:
+                    self._send(data)
+            else:
+                self.headers_sent = True
+                head = encode_response_head(self.status, self.headers)
+                if len(data) <= _COALESCE_LIMIT:
+                    self._send(head + data)
+                else:
+                    self._send(head)
+                    self._send(data)
         except ClientDisconnected:
             raise
         except OSError as exc:
             raise _client_gone(exc, _SEND_TIMED_OUT) from None
+        self.body_bytes += len(data)
 
     def _send_head(self) -> None:
-        self._transmit(self._take_head())
+        """Send the head alone (no body came, or a file follows)."""
+        if self.status is None:
+            raise ResponseError("no status: start_response() was never called")
+        self.headers_sent = True
+        try:
+            self._send(encode_response_head(self.status, self.headers))
+        except ClientDisconnected:
+            raise
+        except OSError as exc:
+            raise _client_gone(exc, _SEND_TIMED_OUT) from None
 
     # -- completion ------------------------------------------------------------
 
