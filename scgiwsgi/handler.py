@@ -247,39 +247,38 @@ class ConnectionHandler:
         whose error answer was sent and whose input was drained).
         """
         try:
-            return self._advance(pending)
+            while True:
+                try:
+                    data = pending.sock.recv(_HEAD_RECV_SIZE, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError as exc:
+                    log.info(
+                        "%s: connection failed before the request header: %s", pending.peer, exc
+                    )
+                    pending.sock.close()
+                    return None
+                if pending.draining:
+                    if not data:
+                        pending.sock.close()
+                        return None
+                    continue
+                pending.parser.receive_data(data)
+                try:
+                    event = pending.parser.next_event()
+                except ProtocolError as exc:
+                    _reject_nonblocking(pending, exc)
+                    continue
+                if isinstance(event, RequestHead):
+                    pending.head = event
+                    return True
+                if isinstance(event, ConnectionClosed) or not data:
+                    pending.sock.close()
+                    return None
         except Exception:
             log.exception("%s: unexpected error while reading the request header", pending.peer)
             pending.sock.close()
             return None
-
-    def _advance(self, pending: Pending) -> bool | None:
-        while True:
-            try:
-                data = pending.sock.recv(_HEAD_RECV_SIZE, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError as exc:
-                log.info("%s: connection failed before the request header: %s", pending.peer, exc)
-                pending.sock.close()
-                return None
-            if pending.draining:
-                if not data:
-                    pending.sock.close()
-                    return None
-                continue
-            pending.parser.receive_data(data)
-            try:
-                event = pending.parser.next_event()
-            except ProtocolError as exc:
-                _reject_nonblocking(pending, exc)
-                continue
-            if isinstance(event, RequestHead):
-                pending.head = event
-                return True
-            if isinstance(event, ConnectionClosed) or not data:
-                pending.sock.close()
-                return None
 
     def expire(self, pending: Pending) -> None:
         """Close a connection whose header (or drain) time ran out."""
