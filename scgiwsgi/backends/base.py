@@ -310,13 +310,22 @@ class Backend(abc.ABC):
 
     def _accept(self, poller: Poller, listener: Listening) -> bool:
         """Accept one connection and read what it sent; False if none was waiting."""
+        # Strategy: ``socket.accept`` reads ``self.family`` and ``self.type``,
+        # which build enum members on every call, and wraps the connection in
+        # ``socket.socket``, whose ``__init__`` and ``close`` are Python code;
+        # the handler needs only the C methods (``os.sendfile`` replaces
+        # ``socket.sendfile``).  So the listener's C-level ``_accept`` gives
+        # a descriptor, made into a blocking ``_socket.socket`` (``accept``
+        # makes it blocking from a non-blocking listener).
+        listen_sock = listener.sock
         try:
-            conn = _accept_connection(listener.sock)
+            fd, _ = listen_sock._accept()  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError):
             return False  # another process or thread took it
         except OSError as exc:
             log.error("accept() on %s failed: %s", listener.display, exc)
             return False
+        conn = _socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fd)
         pending = self.handler.open(conn, listener)
         if pending is not None:
             self._advance(poller, pending)
@@ -369,20 +378,6 @@ class Backend(abc.ABC):
         # can fail over) instead of waiting in a queue nobody will serve.
         for listener in self.listeners:
             listener.close()
-
-
-def _accept_connection(listen_sock: socket.socket) -> _socket.socket:
-    """``listen_sock.accept()``, as a C-level ``_socket.socket``.
-
-    Strategy: ``socket.accept`` reads ``self.family`` and ``self.type``,
-    which build enum members on every call, and wraps the connection in
-    ``socket.socket``, whose ``__init__`` and ``close`` are Python code;
-    the handler needs only the C methods (``os.sendfile`` replaces
-    ``socket.sendfile``).  That is about 1 us less per connection.  The new
-    socket is blocking, as ``accept`` makes it from a non-blocking listener.
-    """
-    fd, _ = listen_sock._accept()  # type: ignore[attr-defined]
-    return _socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fd)
 
 
 _raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
