@@ -48,7 +48,13 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
     result: Iterable[bytes] | None = None
     try:
         result = app(environ, response.start_response)
-        _send_body(result, response)
+        # A plain list (the common ``[body]``) needs no check.
+        if type(result) is list or not _sent_as_file(result, response):
+            write = response.write
+            for chunk in result:
+                write(chunk)
+                if response.truncated:
+                    break
         response.finish()
         if response.truncated:
             _warn_truncated(response, environ)
@@ -67,19 +73,13 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
             _close_result(result, environ)
 
 
-def _send_body(result: Iterable[bytes], response: Response) -> None:
-    if type(result) is not list:  # a plain list (the common [body]) needs no check
-        if isinstance(result, (str, bytes)):
-            # Not an iterable of bytestrings; an empty one would pass as an empty 200.
-            kind = type(result).__name__
-            raise ResponseError(f"the application returned {kind}; return a list such as [body]")
-        if isinstance(result, FileWrapper) and response.send_file(result):
-            return
-    write = response.write
-    for chunk in result:
-        write(chunk)
-        if response.truncated:
-            break
+def _sent_as_file(result: Iterable[bytes], response: Response) -> bool:
+    """Check an application's iterable; True if it was a file, sent with sendfile."""
+    if isinstance(result, (str, bytes)):
+        # Not an iterable of bytestrings; an empty one would pass as an empty 200.
+        kind = type(result).__name__
+        raise ResponseError(f"the application returned {kind}; return a list such as [body]")
+    return isinstance(result, FileWrapper) and response.send_file(result)
 
 
 def _warn_truncated(response: Response, environ: dict[str, Any]) -> None:
