@@ -347,8 +347,21 @@ class ConnectionHandler:
             _log_access(self.access_log, environ, response, time.monotonic() - started, peer)
         if outcome is _ABORT:
             _abort(sock)
-        else:
-            _finish(sock, body if length else None)
+            return
+        # Strategy: closing a socket with unread input makes the kernel send
+        # a reset, and a front end still sending the body would then report
+        # an error instead of our response.  Half-close first, then read the
+        # rest of the body (bounded by CONTENT_LENGTH and the body timeouts)
+        # before the caller closes.  The half-close also ends the response
+        # when another process holds a copy of the descriptor (--inetd's fds
+        # 0 and 1, a child the application forked), where close() alone
+        # would send nothing.
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            if length and body.remaining:
+                body.discard()
+        except (OSError, ClientDisconnected):
+            pass
 
     def _read_head(
         self, sock: _socket.socket, parser: RequestParser, peer: PeerName
@@ -553,23 +566,6 @@ def _reject_nonblocking(pending: Pending, exc: ProtocolError) -> None:
         pending.sock.send(encode_error_response(exc.status_hint, exc.reason), _DONTWAIT)
         pending.sock.shutdown(socket.SHUT_WR)
     except OSError:
-        pass
-
-
-def _finish(sock: _socket.socket, body: BodyInput | None) -> None:
-    # Strategy: closing a socket with unread input makes the kernel send a
-    # reset, and a front end still sending the body would then report an
-    # error instead of our response.  Half-close first, then read the rest
-    # of the body (bounded by CONTENT_LENGTH and the body timeouts) before
-    # closing.  The half-close also ends the response when another process
-    # holds a copy of the descriptor (--inetd's fds 0 and 1, a child the
-    # application forked), where close() alone would send nothing.  No
-    # ``body``: the request had none.
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        if body is not None and body.remaining:
-            body.discard()
-    except (OSError, ClientDisconnected):
         pass
 
 
