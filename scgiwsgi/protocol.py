@@ -224,26 +224,16 @@ class RequestParser:
 
     def _parse_length(self) -> None:
         # In this state nothing has been consumed yet: _start is 0.
+        # Strategy: validate digit by digit as bytes arrive, so a garbage or
+        # oversized prefix is rejected without waiting for a ':' that may
+        # never come.
         buffer = self._buffer
         colon = buffer.find(b":")
-        length = self._check_length_prefix(bytes(buffer[:colon] if colon >= 0 else buffer))
-        if colon < 0:
-            return
-        if length is None:
-            raise MalformedRequest("netstring length is empty")
-        self._header_length = length
-        self._start = colon + 1
-        self._state = _HEADERS
-
-    def _check_length_prefix(self, digits: bytes) -> int | None:
-        """The declared length so far (None while no digit came); raises if it is bad.
-
-        Strategy: validate digit by digit as bytes arrive, so a garbage or
-        oversized prefix is rejected without waiting for a ':' that may never
-        come.
-        """
+        digits = bytes(buffer[:colon] if colon >= 0 else buffer)
         if not digits:
-            return None
+            if colon >= 0:
+                raise MalformedRequest("netstring length is empty")
+            return
         if not digits.isdigit():
             bad = next(b for b in digits if not 0x30 <= b <= 0x39)
             raise MalformedRequest(
@@ -254,13 +244,15 @@ class RequestParser:
         # int() is slow for a very long digit string: a prefix longer than
         # the limit's own digits is too large without it (the first test
         # spares the str() for any real limit).
-        if len(digits) <= _MAX_DIGITS or len(digits) <= len(str(self.max_header_size)):
-            length = int(digits)
-            if length <= self.max_header_size:
-                return length
-        raise HeaderTooLarge(
-            f"header netstring is longer than max_header_size ({self.max_header_size} bytes)"
-        )
+        limit = self.max_header_size
+        too_long = len(digits) > _MAX_DIGITS and len(digits) > len(str(limit))
+        length = limit + 1 if too_long else int(digits)
+        if length > limit:
+            raise HeaderTooLarge(f"header netstring is longer than max_header_size ({limit} bytes)")
+        if colon >= 0:
+            self._header_length = length
+            self._start = colon + 1
+            self._state = _HEADERS
 
     # -- the header block -----------------------------------------------------
 
