@@ -238,11 +238,7 @@ class Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise ResponseError("start_response was called a second time without exc_info")
-        # A status seen before costs a dict lookup here; anything else (a new
-        # status, or not a str at all) takes the full check.
-        code = _valid_statuses.get(status) if type(status) is str else None
-        if code is None:
-            code = validate_status(status)
+        code = validate_status(status)
         if type(headers) is not list:
             raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
         checked = headers.copy()
