@@ -235,6 +235,8 @@ class Bench:
     def _preflight(self, peer: str) -> None:
         """Check every scenario's answer once; a wrong one disables the pair."""
         for scenario in self.scenarios:
+            if not self.procs[peer].peer.serves(scenario.name):
+                continue
             body = b"b" * scenario.post_bytes
             try:
                 status, data = self._request(peer, scenario.path, body)
@@ -253,7 +255,11 @@ class Bench:
         return not process.failure and peer not in self.died
 
     def usable(self, peer: str, scenario: str) -> bool:
-        return self.available(peer) and (peer, scenario) not in self.broken
+        return (
+            self.available(peer)
+            and self.procs[peer].peer.serves(scenario)
+            and (peer, scenario) not in self.broken
+        )
 
     # -- measuring ---------------------------------------------------------------
 

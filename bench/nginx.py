@@ -2,7 +2,8 @@
 
 Everything lives in a private directory: config, pid file, error log, temp
 paths and the static files nginx serves itself.  nginx listens on loopback
-only; ``/p/NAME/SCENARIO`` goes to peer NAME.
+only; ``/p/NAME/SCENARIO`` goes to peer NAME, and for a peer that offloads
+files, ``/offload/NAME/`` is an ``internal`` alias of the static files.
 
 Buffers are sized so that no response or request body of the benchmark is
 spooled to a temp file (which would measure the disk, not the servers):
@@ -100,9 +101,18 @@ def scgi_params() -> str:
     return _INLINE_SCGI_PARAMS
 
 
-def location(name: str, via: str, port: int) -> str:
-    """The ``location`` block that sends ``/p/NAME/`` to a peer on ``port``."""
-    if via == "scgi":
+def offload_uri(name: str) -> str:
+    """The internal URI whose files nginx sends for peer NAME's X-Accel-Redirect."""
+    return f"/offload/{name}/"
+
+
+def location(name: str, via: str, port: int, static: Path) -> str:
+    """The ``location`` block that sends ``/p/NAME/`` to a peer on ``port``.
+
+    ``scgi-offload`` adds the ``internal`` location of :func:`offload_uri`,
+    aliased to ``static``, where the peer's X-Accel-Redirect answers point.
+    """
+    if via in ("scgi", "scgi-offload"):
         body = f"{scgi_params()}\n            scgi_pass 127.0.0.1:{port};"
     elif via == "http":
         body = (
@@ -111,7 +121,13 @@ def location(name: str, via: str, port: int) -> str:
         )
     else:
         raise ValueError(f"unknown upstream kind {via!r}")
-    return f"        location /p/{name}/ {{{body}\n        }}"
+    block = f"        location /p/{name}/ {{{body}\n        }}"
+    if via == "scgi-offload":
+        block += (
+            f"\n        location {offload_uri(name)} {{"
+            f"\n            internal;\n            alias {static}/;\n        }}"
+        )
+    return block
 
 
 def write_config(
@@ -119,7 +135,8 @@ def write_config(
 ) -> Path:
     """Write ``nginx.conf`` into ``prefix``; ``upstreams`` is (name, via, port)."""
     (prefix / "temp").mkdir(exist_ok=True)
-    blocks = "\n".join(location(name, via, up_port) for name, via, up_port in upstreams)
+    static = prefix / "static"
+    blocks = "\n".join(location(name, via, up_port, static) for name, via, up_port in upstreams)
     path = prefix / "nginx.conf"
     path.write_text(_CONF.format(prefix=prefix, port=port, workers=workers, locations=blocks))
     return path

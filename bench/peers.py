@@ -19,20 +19,26 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from apps import FILE_ENV
+from nginx import offload_uri
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 APPS_FILE = BENCH_DIR / "apps.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Argv = Callable[[Path, int], list[str]]
+OFFLOAD_PEER = "scgiwsgi-offload"
+"""scgiwsgi handing wsgi.file_wrapper files to nginx (X-Accel-Redirect)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Peer:
     """One server under test.
 
-    ``via`` is ``scgi`` (``scgi_pass``), ``http`` (``proxy_pass``) or
-    ``static`` (nginx answers by itself: no process).  ``argv(venv, port)``
+    ``via`` is ``scgi`` (``scgi_pass``), ``scgi-offload`` (``scgi_pass``,
+    and nginx sends the files the peer names with X-Accel-Redirect), ``http``
+    (``proxy_pass``) or ``static`` (nginx answers by itself: no process).  ``argv(venv, port)``
     is the command line; ``processes`` says what serves requests.
     """
 
@@ -41,6 +47,12 @@ class Peer:
     via: str
     argv: Argv | None = None
     processes: str = ""
+    scenarios: tuple[str, ...] = ()
+    """The only scenarios this peer runs; empty: all of them."""
+
+    def serves(self, scenario: str) -> bool:
+        """Whether this peer runs ``scenario``."""
+        return not self.scenarios or scenario in self.scenarios
 
 
 def _scgiwsgi(*backend: str) -> Argv:
@@ -54,6 +66,20 @@ def _scgiwsgi(*backend: str) -> Argv:
         ]
 
     return argv
+
+
+def _scgiwsgi_offload(venv: Path, port: int) -> list[str]:
+    # The static files' directory is known only in the child, from FILE_ENV
+    # (as apps.py reads it): a launcher puts --offload before the arguments.
+    uri = offload_uri(OFFLOAD_PEER)
+    launcher = (
+        "import os, sys; from scgiwsgi.cli import main; "
+        f"static = os.path.dirname(os.environ[{FILE_ENV!r}]); "
+        f"sys.argv[1:1] = ['--offload', 'x-accel-redirect:' + static + '={uri}']; "
+        "main()"
+    )
+    scgiwsgi = _scgiwsgi("--fork", "--workers", "2")(venv, port)
+    return [str(venv / "bin" / "python"), "-c", launcher, *scgiwsgi[1:]]
 
 
 def _flup(kind: str) -> Argv:
@@ -111,6 +137,14 @@ PEERS: tuple[Peer, ...] = (
         "scgi",
         _scgiwsgi("--fork", "--workers", "2"),
         "arbiter + 2 workers",
+    ),
+    Peer(
+        OFFLOAD_PEER,
+        "scgiwsgi --fork --workers 2 --offload x-accel-redirect (nginx sends the file)",
+        "scgi-offload",
+        _scgiwsgi_offload,
+        "arbiter + 2 workers",
+        scenarios=("file10m",),
     ),
     Peer(
         "scgiwsgi-threaded",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness import Sample, Scenario
-from peers import BASELINE, Peer
+from peers import BASELINE, OFFLOAD_PEER, Peer
 
 REFERENCES = ("flup-fork", "uwsgi")
 Summary = dict[str, dict[str, dict[str, Any]]]
@@ -263,6 +263,10 @@ def _targets(summary: Summary, processes: dict[str, dict[str, Any]]) -> _Table:
         check(f"{scenario} CPU/req <= 1.3x uWSGI", value, 1.3, True, f"{value or 0:.2f}x")
     value = ratio(get("file10m", me, "rps"), get("file10m", "nginx", "rps"))
     check("file10m req/s >= 0.8x nginx alone", value, 0.8, False, f"{value or 0:.2f}x")
+    if get("file10m", OFFLOAD_PEER, "rps") is not None:
+        value = ratio(get("file10m", OFFLOAD_PEER, "rps"), get("file10m", "nginx", "rps"))
+        label = "file10m req/s >= 0.8x nginx alone, --offload"
+        check(label, value, 0.8, False, f"{value or 0:.2f}x")
     p50, ref = get("latency", me, "p50_ms"), get("latency", "uwsgi", "p50_ms")
     delta = p50 - ref if p50 is not None and ref is not None else None
     check("c=1 p50 within 0.05 ms of uWSGI", delta, 0.05, True, f"{delta or 0:+.3f} ms")
