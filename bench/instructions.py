@@ -209,6 +209,9 @@ def _chosen_peers(
     for name in args.peers.split(","):
         if name not in by_name:
             raise SystemExit(f"instructions: unknown peer {name!r}")
+        if not all(by_name[name].serves(s) for s in args.scenarios.split(",")):
+            only = ", ".join(by_name[name].scenarios)
+            raise SystemExit(f"instructions: peer {name} runs only {only}")
         chosen.append((name, _with_port(by_name[name], venv)))
     if args.baseline:
         source = temp / "baseline"
