@@ -38,8 +38,9 @@ class Peer:
 
     ``via`` is ``scgi`` (``scgi_pass``), ``scgi-offload`` (``scgi_pass``,
     and nginx sends the files the peer names with X-Accel-Redirect), ``http``
-    (``proxy_pass``) or ``static`` (nginx answers by itself: no process).  ``argv(venv, port)``
-    is the command line; ``processes`` says what serves requests.
+    (``proxy_pass``) or ``static`` (nginx answers by itself: no process).
+    ``argv(venv, port)`` is the command line; ``processes`` says what serves
+    requests.
     """
 
     name: str
