@@ -73,12 +73,16 @@ def _scgiwsgi_offload(venv: Path, port: int) -> list[str]:
     # The static files' directory is known only in the child, from FILE_ENV
     # (as apps.py reads it): a launcher puts --offload before the arguments.
     uri = offload_uri(OFFLOAD_PEER)
-    launcher = (
-        "import os, sys; from scgiwsgi.cli import main; "
-        f"static = os.path.dirname(os.environ[{FILE_ENV!r}]); "
+    prelude = (
+        f"import os, sys; static = os.path.dirname(os.environ[{FILE_ENV!r}]); "
         f"sys.argv[1:1] = ['--offload', 'x-accel-redirect:' + static + '={uri}']; "
-        "main()"
     )
+    return _fork_launched(prelude, venv, port)
+
+
+def _fork_launched(prelude: str, venv: Path, port: int) -> list[str]:
+    """``scgi-wsgi --fork --workers 2`` run as ``python -c``, after ``prelude``'s code."""
+    launcher = prelude + "from scgiwsgi.cli import main; main()"
     scgiwsgi = _scgiwsgi("--fork", "--workers", "2")(venv, port)
     return [str(venv / "bin" / "python"), "-c", launcher, *scgiwsgi[1:]]
 
@@ -193,12 +197,7 @@ def baseline_peer(source: Path | None, revision: str) -> Peer:
     """
 
     def argv(venv: Path, port: int) -> list[str]:
-        launcher = (
-            f"import sys; sys.path.insert(0, {str(source)!r}); "
-            "from scgiwsgi.cli import main; main()"
-        )
-        scgiwsgi = _scgiwsgi("--fork", "--workers", "2")(venv, port)
-        return [str(venv / "bin" / "python"), "-c", launcher, *scgiwsgi[1:]]
+        return _fork_launched(f"import sys; sys.path.insert(0, {str(source)!r}); ", venv, port)
 
     label = f"scgiwsgi --fork --workers 2 at {revision}"
     return Peer(BASELINE, label, "scgi", argv if source else None, "arbiter + 2 workers")
