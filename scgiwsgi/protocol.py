@@ -23,7 +23,13 @@ import functools
 import http
 from collections.abc import Iterable, Mapping
 
-from .errors import BodyTooLarge, HeaderTooLarge, IncompleteRequest, MalformedRequest
+from .errors import (
+    BodyTooLarge,
+    HeaderTooLarge,
+    IncompleteRequest,
+    MalformedRequest,
+    ProtocolError,
+)
 
 __all__ = [
     "NEED_DATA",
@@ -111,8 +117,7 @@ Event = RequestHead | BodyData | EndOfRequest | ConnectionClosed
 
 
 class _State(enum.Enum):
-    LENGTH = "length"
-    HEADERS = "headers"
+    HEAD = "head"
     BODY = "body"
     DONE = "done"
 
@@ -121,7 +126,7 @@ class _State(enum.Enum):
 # reading a member off an Enum class (``_State.BODY``) costs a lookup
 # through the enum's metaclass, about 0.1 us on Python 3.11; a module
 # global costs next to nothing.
-_LENGTH, _HEADERS, _BODY, _DONE = _State
+_HEAD, _BODY, _DONE = _State
 
 
 _END_OF_REQUEST = EndOfRequest()
@@ -142,13 +147,14 @@ class RequestParser:
     # The state of a new parser.  Strategy: a parser is made per request,
     # so these start as class attributes (all immutable) and an instance
     # gets its own only when one changes.
-    _state: _State = _LENGTH
-    # The bytes not yet parsed are _buffer[_start:]: the first chunk is kept
-    # as it came (no copy); a bytearray only once a second chunk arrives
-    # before the head is complete.
+    _state: _State = _HEAD
     _buffer: bytes | bytearray = b""
-    _start = 0
-    _header_length = -1
+    """The head's bytes so far: the first chunk as it came (no copy); a
+    bytearray only once a second chunk arrives before the head is complete."""
+    _block_start = 0
+    """Where the header block starts in _buffer; 0 until the length prefix is read."""
+    _block_end = 0
+    """Where the header block's ',' must be in _buffer."""
     _body_remaining = 0
     _received_any = False
     _eof = False
@@ -188,18 +194,16 @@ class RequestParser:
         state = self._state
         if state is _BODY:
             self._take_body(data)
-        elif state is not _DONE:
+        elif state is _HEAD:
             buffer = self._buffer
-            if self._start == len(buffer):
+            if not buffer:
                 self._buffer = data
-                self._start = 0
             elif isinstance(buffer, bytes):
                 # Strategy: appending to a bytearray is amortized O(1), so a
                 # head fed byte by byte costs linear time, not quadratic.
-                grown = bytearray(buffer[self._start :])
+                grown = bytearray(buffer)
                 grown += data
                 self._buffer = grown
-                self._start = 0
             else:
                 buffer += data
 
@@ -208,38 +212,86 @@ class RequestParser:
 
         Raises :class:`~scgiwsgi.errors.ProtocolError` for a bad request.
         """
-        if self._state is _LENGTH:
-            self._parse_length()
-        if self._state is _HEADERS:
-            head = self._parse_headers()
-            if head is not None:
-                return head
-        if self._state is _BODY:
+        state = self._state
+        if state is _HEAD:
+            return self._parse_head() or self._need_data_or_eof()
+        if state is _BODY:
             return self._body_event()
-        if self._state is _DONE:
-            return self._done_event()
-        return self._need_data_or_eof()
+        return self._done_event()
 
-    # -- the netstring length -------------------------------------------------
+    # -- the head: netstring length, then the header block ------------------------
 
-    def _parse_length(self) -> None:
-        # In this state nothing has been consumed yet: _start is 0.
-        # Strategy: validate digit by digit as bytes arrive, so a garbage or
-        # oversized prefix is rejected without waiting for a ':' that may
-        # never come.
+    def _parse_head(self) -> RequestHead | None:
+        # Strategy: one function reads and checks the whole header block,
+        # which a front end sends in one piece; the checks that pass cost a
+        # comparison each, and only a failed one calls _block_error() to
+        # say what is wrong.
         buffer = self._buffer
+        start = self._block_start or self._parse_length(buffer)
+        end = self._block_end
+        if not start or len(buffer) <= end:
+            return None
+        if buffer[end] != 0x2C:  # ","
+            raise MalformedRequest("header netstring does not end with ','")
+        items = buffer[start:end].decode("latin-1").split("\0")
+        last = items.pop()  # "" when the block ends with a NUL, as it must
+        if last or not items or len(items) % 2:
+            raise _block_error(items, last)
+        # Strategy: build the dict in C; only a block with a repeated or
+        # empty name (rare) takes _join_repeated(), which also names the
+        # problem.  The count is even, so zip() need not check it again.
+        pairs = iter(items)
+        variables = dict(zip(pairs, pairs, strict=False))
+        if len(variables) * 2 != len(items) or "" in variables:
+            variables = _join_repeated(items)
+        raw_length = items[1]
+        # str.isdigit() alone accepts the latin-1 digits "\xb2\xb3\xb9" (and
+        # int() would read "\xb9" as 1): ASCII digits only.  Even with
+        # max_body_size=None a length is capped: int() raises ValueError past
+        # 4300 digits, and 19 significant digits (an exabyte) is beyond any
+        # real body.
+        if (
+            items[0] != "CONTENT_LENGTH"
+            or not (raw_length.isdigit() and raw_length.isascii())
+            or (len(raw_length) > _MAX_DIGITS and len(raw_length.lstrip("0")) > _MAX_DIGITS)
+            or variables.get("SCGI") != "1"
+        ):
+            raise _required_variables_error(items[0], raw_length, variables.get("SCGI"))
+        content_length = int(raw_length)
+        if self.max_body_size is not None and content_length > self.max_body_size:
+            raise BodyTooLarge(
+                f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
+            )
+        self._buffer = b""
+        self._body_remaining = content_length
+        if content_length:
+            self._body_chunks = []
+            self._state = _BODY
+            if len(buffer) > end + 1:
+                self._take_body(bytes(buffer[end + 1 :]))
+        else:
+            self._state = _DONE
+        return RequestHead(variables, content_length)
+
+    def _parse_length(self, buffer: bytes | bytearray) -> int:
+        """Read the netstring's length prefix; where the block starts, or 0 if incomplete.
+
+        Strategy: validate digit by digit as bytes arrive, so a garbage or
+        oversized prefix is rejected without waiting for a ':' that may
+        never come.
+        """
         colon = buffer.find(b":")
-        digits = bytes(buffer[:colon] if colon >= 0 else buffer)
-        if not digits:
+        digits = buffer[:colon] if colon >= 0 else buffer
+        if not digits.isdigit():
+            if digits:
+                bad = next(b for b in digits if not 0x30 <= b <= 0x39)
+                raise MalformedRequest(
+                    f"netstring length must be decimal digits, got byte {bytes([bad])!r}"
+                )
             if colon >= 0:
                 raise MalformedRequest("netstring length is empty")
-            return
-        if not digits.isdigit():
-            bad = next(b for b in digits if not 0x30 <= b <= 0x39)
-            raise MalformedRequest(
-                f"netstring length must be decimal digits, got byte {bytes([bad])!r}"
-            )
-        if len(digits) > 1 and digits[0] == 0x30:
+            return 0
+        if digits[0] == 0x30 and len(digits) > 1:
             raise MalformedRequest("netstring length has a leading zero")
         # int() is slow for a very long digit string: a prefix longer than
         # the limit's own digits is too large without it (the first test
@@ -249,38 +301,11 @@ class RequestParser:
         length = limit + 1 if too_long else int(digits)
         if length > limit:
             raise HeaderTooLarge(f"header netstring is longer than max_header_size ({limit} bytes)")
-        if colon >= 0:
-            self._header_length = length
-            self._start = colon + 1
-            self._state = _HEADERS
-
-    # -- the header block -----------------------------------------------------
-
-    def _parse_headers(self) -> RequestHead | None:
-        buffer = self._buffer
-        start = self._start
-        end = start + self._header_length
-        if len(buffer) <= end:
-            return None
-        if buffer[end] != 0x2C:  # ","
-            raise MalformedRequest("header netstring does not end with ','")
-        variables = _split_variables(buffer[start:end].decode("latin-1"))
-        content_length = _check_required_variables(variables)
-        if self.max_body_size is not None and content_length > self.max_body_size:
-            raise BodyTooLarge(
-                f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
-            )
-        self._buffer = b""
-        self._start = 0
-        self._body_remaining = content_length
-        if content_length:
-            self._body_chunks = []
-            self._state = _BODY
-        else:
-            self._state = _DONE
-        if len(buffer) > end + 1:
-            self._take_body(bytes(buffer[end + 1 :]))
-        return RequestHead(variables, content_length)
+        if colon < 0:
+            return 0
+        self._block_start = colon + 1
+        self._block_end = colon + 1 + length
+        return colon + 1
 
     # -- the body -------------------------------------------------------------
 
@@ -322,30 +347,20 @@ class RequestParser:
             self._state = _DONE
             self._end_sent = True
             return _CONNECTION_CLOSED
-        where = "netstring length" if self._state is _LENGTH else "header netstring"
+        where = "header netstring" if self._block_start else "netstring length"
         raise IncompleteRequest(f"peer closed the connection inside the {where}")
 
 
-def _split_variables(block: str) -> dict[str, str]:
-    if not block:
-        raise MalformedRequest("header block is empty (CONTENT_LENGTH is required)")
-    if block[-1] != "\0":
-        raise MalformedRequest("header block does not end with a NUL byte")
-    items = block.split("\0")
-    items.pop()  # the "" after the final NUL
-    if len(items) % 2:
-        raise MalformedRequest("header block has a name without a value")
-    # Strategy: build the dict in C; only a block with a repeated or empty
-    # name (rare) takes the loop below, which also names the problem.  The
-    # count is even (checked above), so zip() need not check it again.
-    pairs = iter(items)
-    variables = dict(zip(pairs, pairs, strict=False))
-    if len(variables) * 2 == len(items) and "" not in variables:
-        return variables
-    return _split_repeated(items)
+def _block_error(items: list[str], last: str) -> MalformedRequest:
+    """Why a header block split at NULs into ``items`` and ``last`` is malformed."""
+    if last:
+        return MalformedRequest("header block does not end with a NUL byte")
+    if not items:
+        return MalformedRequest("header block is empty (CONTENT_LENGTH is required)")
+    return MalformedRequest("header block has a name without a value")
 
 
-def _split_repeated(items: list[str]) -> dict[str, str]:
+def _join_repeated(items: list[str]) -> dict[str, str]:
     variables: dict[str, str] = {}
     for index in range(0, len(items), 2):
         name = items[index]
@@ -363,25 +378,17 @@ def _split_repeated(items: list[str]) -> dict[str, str]:
     return variables
 
 
-def _check_required_variables(variables: dict[str, str]) -> int:
-    first = next(iter(variables))
+def _required_variables_error(first: str, raw_length: str, scgi: str | None) -> ProtocolError:
+    """Which check of the first variable, CONTENT_LENGTH and SCGI failed, in that order."""
     if first != "CONTENT_LENGTH":
-        raise MalformedRequest(f"first header must be CONTENT_LENGTH, got {_show(first)}")
-    raw_length = variables["CONTENT_LENGTH"]
-    # str.isdigit() alone accepts the latin-1 digits "\xb2\xb3\xb9" (and int()
-    # would read "\xb9" as 1): ASCII digits only.
+        return MalformedRequest(f"first header must be CONTENT_LENGTH, got {_show(first)}")
     if not (raw_length.isdigit() and raw_length.isascii()):
-        raise MalformedRequest(f"CONTENT_LENGTH must be decimal digits, got {_show(raw_length)}")
-    # Even with max_body_size=None: int() raises ValueError past 4300 digits,
-    # and 19 significant digits (an exabyte) is beyond any real body.
+        return MalformedRequest(f"CONTENT_LENGTH must be decimal digits, got {_show(raw_length)}")
     if len(raw_length) > _MAX_DIGITS and len(raw_length.lstrip("0")) > _MAX_DIGITS:
-        raise BodyTooLarge(f"CONTENT_LENGTH {_show(raw_length)} is too large")
-    scgi = variables.get("SCGI")
+        return BodyTooLarge(f"CONTENT_LENGTH {_show(raw_length)} is too large")
     if scgi is None:
-        raise MalformedRequest("required header SCGI is missing")
-    if scgi != "1":
-        raise MalformedRequest(f"header SCGI must be '1', got {_show(scgi)}")
-    return int(raw_length)
+        return MalformedRequest("required header SCGI is missing")
+    return MalformedRequest(f"header SCGI must be '1', got {_show(scgi)}")
 
 
 def _show(value: str, limit: int = 40) -> str:
