@@ -30,6 +30,7 @@ WSGI_VERSION = (1, 0)
 # CONTENT_TYPE / CONTENT_LENGTH; the HTTP_ twins are forbidden by PEP 3333.
 _FORBIDDEN_KEYS = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")
 _ENCODED_SLASH_RE = re.compile("%2f", re.IGNORECASE)
+_SCHEMES = ("http", "https")
 
 
 class ServerInfo:
@@ -153,8 +154,11 @@ def url_scheme(environ: Mapping[str, Any]) -> str:
     https = environ.get("HTTPS")
     if https is not None and str(https).strip().lower() in ("on", "1"):
         return "https"
-    scheme = str(environ.get("REQUEST_SCHEME") or "").strip().lower()
-    return scheme if scheme in ("http", "https") else "http"
+    scheme = environ.get("REQUEST_SCHEME")
+    if scheme in _SCHEMES:
+        return str(scheme)  # as nginx and Apache send it: no need to normalize
+    scheme = str(scheme or "").strip().lower()
+    return scheme if scheme in _SCHEMES else "http"
 
 
 def split_script_name(path: str, prefix: str) -> tuple[str, str]:
@@ -178,23 +182,23 @@ def _fill_server(environ: dict[str, Any], server: ServerInfo, scheme: str) -> No
     port = environ.get("SERVER_PORT")
     if name and port:
         return
-    host, host_port = _host_and_port(environ.get("HTTP_HOST", ""), scheme)
+    # The Host header's name and port, where the front end sent no
+    # SERVER_NAME or SERVER_PORT (nginx leaves SERVER_NAME empty when its
+    # server block has no server_name).
+    host_header = environ.get("HTTP_HOST", "")
+    if host_header.startswith("["):
+        host, _, rest = host_header.partition("]")
+        host += "]"
+        host_port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, host_port = host_header.partition(":")
     if not name:
         environ["SERVER_NAME"] = host or server.server_name
     if not port:
-        environ["SERVER_PORT"] = host_port if host else server.server_port
-
-
-def _host_and_port(host_header: str, scheme: str) -> tuple[str, str]:
-    default_port = "443" if scheme == "https" else "80"
-    if not host_header:
-        return "", default_port
-    if host_header.startswith("["):
-        host, _, rest = host_header.partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-        return host + "]", port or default_port
-    host, _, port = host_header.partition(":")
-    return host, port or default_port
+        if not host:
+            environ["SERVER_PORT"] = server.server_port
+        else:
+            environ["SERVER_PORT"] = host_port or ("443" if scheme == "https" else "80")
 
 
 def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
