@@ -129,9 +129,14 @@ def _check_headers(headers: list[Any]) -> int | None:
     """
     length_value: str | None = None
     for header in headers:
-        if type(header) is not tuple or len(header) != 2:
-            raise ResponseError(f"header must be a (name, value) tuple, not {header!r}")
-        name, value = header
+        if type(header) is not tuple:
+            raise _not_a_pair(header)
+        # A tuple of another length fails to unpack (a try costs nothing
+        # until it catches, where len() would be a call per header).
+        try:
+            name, value = header
+        except ValueError:
+            raise _not_a_pair(header) from None
         if type(name) is not str or type(value) is not str:
             raise ResponseError(f"header name and value must be str: {header!r}")
         lowered = _valid_names.get(name) or _check_new_name(name)
@@ -147,6 +152,10 @@ def _check_headers(headers: list[Any]) -> int | None:
     if not stripped.isdigit() or not stripped.isascii():
         raise ResponseError(f"Content-Length must be decimal digits, not {length_value!r}")
     return int(stripped)
+
+
+def _not_a_pair(header: object) -> ResponseError:
+    return ResponseError(f"header must be a (name, value) tuple, not {header!r}")
 
 
 def _check_new_name(name: str) -> str:
@@ -305,8 +314,11 @@ class Response:
         if not self.headers_sent:
             self._send_head()
         expected = self.content_length
-        exempt = self._head_request or self.status_code in _NO_BODY_STATUSES
-        if expected is not None and not exempt and self.body_bytes < expected:
+        if (
+            expected is not None
+            and self.body_bytes < expected
+            and not (self._head_request or self.status_code in _NO_BODY_STATUSES)
+        ):
             raise ShortResponse(
                 f"response body has {self.body_bytes} bytes, Content-Length said {expected}"
             )
