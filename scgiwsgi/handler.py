@@ -246,6 +246,7 @@ class ConnectionHandler:
         the connection was closed here (peer gone, or a rejected request
         whose error answer was sent and whose input was drained).
         """
+        parser = pending.parser
         try:
             while True:
                 try:
@@ -263,13 +264,13 @@ class ConnectionHandler:
                         pending.sock.close()
                         return None
                     continue
-                pending.parser.receive_data(data)
+                parser.receive_data(data)
                 try:
-                    event = pending.parser.next_event()
+                    event = parser.next_event()
                 except ProtocolError as exc:
                     _reject_nonblocking(pending, exc)
                     continue
-                if isinstance(event, RequestHead):
+                if type(event) is RequestHead:
                     pending.head = event
                     return True
                 if isinstance(event, ConnectionClosed) or not data:
