@@ -106,6 +106,8 @@ class Backend(abc.ABC):
         self._listening = False
         self._listening_fds: list[int] = []
         self._capacity_wanted = False
+        self._handed = 0
+        """Connections handed to workers so far (compared before and after a step)."""
         self._stop_deadline = 0.0
         self._accept_backoff = 0
         self._accept_skips = 0
@@ -234,21 +236,17 @@ class Backend(abc.ABC):
         self._capacity_wanted = bool(ready) or free <= 0
         if self._capacity_wanted and self.has_capacity():
             timeout = 0.0  # freed between the check and the flag
+        handed = self._handed
         for data in poller.poll(timeout):
             self._on_event(poller, data)
         self._capacity_wanted = False
         if pending:
             self._expire(poller, time.monotonic())
-        if self._dispatch_ready() and wanted:
+        while ready and self.has_capacity():
+            self._handed += 1
+            self.dispatch(ready.popleft())
+        if wanted and self._handed != handed:
             self._accept_waiting(poller)
-
-    def _dispatch_ready(self) -> bool:
-        """Hand ready connections to free workers; whether any was handed over."""
-        dispatched = False
-        while self._ready and self.has_capacity():
-            self.dispatch(self._ready.popleft())
-            dispatched = True
-        return dispatched
 
     def _accept_waiting(self, poller: Poller) -> None:
         # Strategy: under load the next connection is usually queued by the
@@ -263,8 +261,9 @@ class Backend(abc.ABC):
             self._accept_skips -= 1
             return
         for _ in range(ACCEPT_BURST):
-            if self._stop_asked or self._pending or not self.has_capacity():
+            if self._stop_asked or self._pending or self._ready or not self.has_capacity():
                 return
+            handed = self._handed
             accepted = False
             for listener in self.listeners:
                 accepted = self._accept(poller, listener) or accepted
@@ -273,8 +272,8 @@ class Backend(abc.ABC):
                 self._accept_skips = self._accept_backoff
                 return
             self._accept_backoff = 0
-            if not self._dispatch_ready():
-                return
+            if self._handed == handed:
+                return  # refused, or its header is still arriving
 
     def _fresh(self, now: float) -> list[float]:
         if not self.shares_listeners:
@@ -305,8 +304,10 @@ class Backend(abc.ABC):
             poller.unregister(fd)
             del self._pending[fd]
             self._advance(poller, data)
-        elif self._listening:
+        elif self._listening and not self._stop_asked:
             # Only listeners are left (typing.cast would cost a call here).
+            # Not after a stop: an event before this one may have been a
+            # request served here while the stop came.
             self._accept(poller, data)  # type: ignore[arg-type]
 
     def _accept(self, poller: Poller, listener: Listening) -> bool:
@@ -335,7 +336,13 @@ class Backend(abc.ABC):
     def _advance(self, poller: Poller, pending: Pending) -> None:
         outcome = self.handler.advance(pending)
         if outcome is True:
-            self._ready.append(pending)
+            # Strategy: a complete request goes to a free worker at once (the
+            # usual case); the queue, served in order, is for when none is.
+            if self._ready or not self.has_capacity():
+                self._ready.append(pending)
+            else:
+                self._handed += 1
+                self.dispatch(pending)
         elif outcome is False:
             fd = pending.sock.fileno()  # still open: only None closes it
             self._pending[fd] = pending
