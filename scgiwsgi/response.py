@@ -266,10 +266,12 @@ class Response:
         if not data:
             return
         limit = self.content_length
-        if limit is not None and len(data) > limit - self.body_bytes:
+        size = len(data)
+        if limit is not None and size > limit - self.body_bytes:
             room = max(limit - self.body_bytes, 0)
-            self.truncated += len(data) - room
+            self.truncated += size - room
             data = data[:room]
+            size = room
         # Strategy: the sends are written out here, not in a helper: this
         # runs once per chunk, and a call costs more than the lines.
         try:
@@ -279,7 +281,7 @@ class Response:
             else:
                 self.headers_sent = True
                 head = encode_response_head(self.status, self.headers)
-                if len(data) <= _COALESCE_LIMIT:
+                if size <= _COALESCE_LIMIT:
                     self._send(head + data)
                 else:
                     self._send(head)
@@ -288,7 +290,7 @@ class Response:
             raise
         except OSError as exc:
             raise _client_gone(exc, _SEND_TIMED_OUT) from None
-        self.body_bytes += len(data)
+        self.body_bytes += size
 
     def _send_head(self) -> None:
         """Send the head alone (no body came, or a file follows)."""
