@@ -186,7 +186,7 @@ class ConnectionHandler:
             sock, listener, self._new_parser(), started, started + self.config.header_timeout
         )
         try:
-            head = self._read_head(sock, connection.parser, connection)
+            head = self._read_head(connection)
             if head is not None:
                 sock.settimeout(None)
                 self._set_kernel_timeouts(sock)
@@ -364,21 +364,19 @@ class ConnectionHandler:
         except (OSError, ClientDisconnected):
             pass
 
-    def _read_head(
-        self, sock: _socket.socket, parser: RequestParser, peer: Pending
-    ) -> RequestHead | None:
+    def _read_head(self, connection: Pending) -> RequestHead | None:
         try:
-            return _receive_head(sock, parser, self.config.header_timeout)
+            return _receive_head(connection.sock, connection.parser, self.config.header_timeout)
         except ProtocolError as exc:
-            _reject(sock, peer, exc)
+            _reject(connection.sock, connection, exc)
         except TimeoutError:
             log.warning(
                 "%s: no complete request header within %ss; connection closed",
-                peer,
+                connection,
                 self.config.header_timeout,
             )
         except OSError as exc:
-            log.info("%s: connection failed while reading the request header: %s", peer, exc)
+            log.info("%s: connection failed while reading the request header: %s", connection, exc)
         return None
 
     def _new_server_info(self, listener: ListenerInfo) -> ServerInfo:
