@@ -323,14 +323,9 @@ class ConnectionHandler:
         # The socket is blocking, with the kernel timeouts of body_timeout.
         sock = connection.sock
         length = head.content_length
-        read_chunk = (
-            _BodyReader(sock, connection.parser, self.config.body_timeout, length).read_chunk
-            if length
-            else _no_body
-        )
         # Keep our own reference: the app or a middleware may replace
         # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
-        body = BodyInput(read_chunk, length)
+        body = self._body_input(connection, length) if length else BodyInput(_no_body, 0)
         environ = environ_from_variables(
             head.variables,
             server=self._servers.get(connection.listener.display)
@@ -363,6 +358,22 @@ class ConnectionHandler:
                 body.discard()
         except (OSError, ClientDisconnected):
             pass
+
+    def _body_input(self, connection: Pending, length: int) -> BodyInput:
+        """``wsgi.input`` for a body of ``length`` bytes, from what the head's read brought."""
+        # Strategy: the parser holds whatever body came with the head (all
+        # of a body of up to 64 KiB, usually); taking it now costs no I/O,
+        # and a body that is all there needs no reader of the socket.
+        parser = connection.parser
+        try:
+            event = parser.next_event()
+        except IncompleteRequest:
+            event = NEED_DATA  # the reader reports it when the app reads
+        received = event.data if type(event) is BodyData else b""
+        if not parser.body_remaining:
+            return BodyInput(_no_body, length, received)
+        reader = _BodyReader(connection.sock, parser, self.config.body_timeout, length)
+        return BodyInput(reader.read_chunk, length, received)
 
     def _read_head(self, connection: Pending) -> RequestHead | None:
         try:
@@ -540,7 +551,7 @@ def _read_and_send(sock: _socket.socket, file: IO[bytes], offset: int, count: in
 
 
 def _no_body(size: int) -> bytes:
-    """``read_chunk`` of a request without a body (BodyInput never calls it)."""
+    """``read_chunk`` of a body that is all in hand, or empty (BodyInput never calls it)."""
     return b""
 
 

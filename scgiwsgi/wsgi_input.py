@@ -22,10 +22,12 @@ _DEFAULT_CHUNK = 64 * 1024
 class BodyInput:
     """A readable binary stream over exactly ``length`` bytes of body.
 
-    ``read_chunk`` is called only while body bytes remain; it must return
-    between 1 and ``n`` bytes or raise (``OSError`` for a dropped
-    connection, ``TimeoutError`` for a stalled peer).  Errors propagate to
-    the application, which normally lets them reach the server.
+    ``received`` is the start of the body, if some is already in hand;
+    ``read_chunk`` pulls the rest.  It is called only while body bytes
+    remain; it must return between 1 and ``n`` bytes or raise (``OSError``
+    for a dropped connection, ``TimeoutError`` for a stalled peer).  Errors
+    propagate to the application, which normally lets them reach the
+    server.
 
     It has the methods of a readable :class:`io.RawIOBase` (``read``,
     ``readinto``, ``readline``, ``readlines``, iteration, ``close``, the
@@ -40,10 +42,16 @@ class BodyInput:
     # __dict__ and __weakref__ as an io.IOBase has them (made only when used).
     __slots__ = ("__dict__", "__weakref__", "_buffer", "_read_chunk", "_unpulled", "closed")
 
-    def __init__(self, read_chunk: ReadChunk, length: int) -> None:
+    def __init__(self, read_chunk: ReadChunk, length: int, received: bytes = b"") -> None:
+        # ``received``: the first body bytes, already in hand (the server's
+        # header read usually brings the whole of a small body with it).
+        if received:
+            if len(received) > length:
+                raise ValueError("received holds more bytes than length")
+            length -= len(received)
         self._read_chunk = read_chunk
         self._unpulled = length
-        self._buffer = b""
+        self._buffer = received
         self.closed = False
         """True once :meth:`close` was called (reads still work: nothing is freed)."""
 

@@ -285,6 +285,32 @@ def test_discard_counts_buffered_bytes() -> None:
     assert stream.discard() == len(BODY) - len(LINES[0])
 
 
+@pytest.mark.parametrize("split", [1, 11, len(BODY) - 1])
+def test_received_bytes_come_first_and_the_rest_is_pulled(split: int, piece: int | None) -> None:
+    source = Source(BODY[split:], piece)
+    stream = BodyInput(source, len(BODY), BODY[:split])
+    assert stream.remaining == len(BODY)
+    assert stream.readline() == LINES[0]
+    assert stream.read() == BODY[len(LINES[0]) :]
+    assert stream.remaining == 0
+    assert source.position == len(BODY) - split
+
+
+def test_a_body_received_whole_never_pulls() -> None:
+    def no_pull(size: int) -> bytes:
+        raise AssertionError("read_chunk called for a body already in hand")
+
+    stream = BodyInput(no_pull, len(BODY), BODY)
+    assert stream.read() is BODY  # handed over as it is, not copied
+    assert stream.read(1) == b""
+    assert BodyInput(no_pull, len(BODY), BODY).discard() == len(BODY)
+
+
+def test_received_bytes_beyond_the_length_are_refused() -> None:
+    with pytest.raises(ValueError, match="more bytes than length"):
+        BodyInput(Source(b""), 3, b"four")
+
+
 # -- streaming --------------------------------------------------------------------------
 
 GIB = 1 << 30
