@@ -113,6 +113,10 @@ class Backend(abc.ABC):
         self._probe = select.poll()
         """The listeners, polled without a wait to see whether a connection is queued."""
         self._listener_of: dict[int, Listening] = {}
+        for listener in self.listeners:
+            fd = listener.sock.fileno()
+            self._probe.register(fd, select.POLLIN)
+            self._listener_of[fd] = listener
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback`` from the accept loop when ``fd`` becomes readable.
@@ -197,11 +201,6 @@ class Backend(abc.ABC):
 
     def _loop(self) -> None:
         poller = new_poller()
-        self._probe = select.poll()
-        for listener in self.listeners:
-            fd = listener.sock.fileno()
-            self._probe.register(fd, select.POLLIN)
-            self._listener_of[fd] = listener
         try:
             poller.register(self._wake_reader.fileno(), None)
             for fd, callback in self._watches:
