@@ -271,7 +271,7 @@ class Backend(abc.ABC):
                 return
             handed = self._handed
             for fd, _ in queued:
-                self._accept(poller, self._listener_of[fd])
+                self._accept(poller, self._listener_of[fd], True)
             if self._handed == handed:
                 return  # taken by another process, refused, or its header is still arriving
 
@@ -304,14 +304,15 @@ class Backend(abc.ABC):
             poller.unregister(fd)
             del self._pending[fd]
             self._advance(poller, data)
-        elif self._listening and not self._stop_asked:
+        elif self._listening:
             # Only listeners are left (typing.cast would cost a call here).
-            # Not after a stop: an event before this one may have been a
-            # request served here while the stop came.
             self._accept(poller, data)  # type: ignore[arg-type]
 
-    def _accept(self, poller: Poller, listener: Listening) -> bool:
-        """Accept one connection and read what it sent; False if none was waiting."""
+    def _accept(self, poller: Poller, listener: Listening, at_once: bool = False) -> bool:
+        """Accept one connection and read what it sent; False if none was waiting.
+
+        ``at_once``: as :meth:`_advance`.
+        """
         # Strategy: ``socket.accept`` reads ``self.family`` and ``self.type``,
         # which build enum members on every call, and wraps the connection in
         # ``socket.socket``, whose ``__init__`` and ``close`` are Python code;
@@ -330,15 +331,22 @@ class Backend(abc.ABC):
         conn = _socket.socket(_raw_family(listen_sock), socket.SOCK_STREAM, listen_sock.proto, fd)
         pending = self.handler.open(conn, listener)
         if pending is not None:
-            self._advance(poller, pending)
+            self._advance(poller, pending, at_once)
         return True
 
-    def _advance(self, poller: Poller, pending: Pending) -> None:
+    def _advance(self, poller: Poller, pending: Pending, at_once: bool = False) -> None:
+        """Read what a connection sent; queue it, or register it to wait for more.
+
+        ``at_once``: hand a complete request to a free worker straight away
+        (the accept burst, the usual case under load), not through the
+        queue.  Not while a batch of poll events is handled: the single
+        backend serves inline, and a stop during that request would leave
+        a later listener event of the batch, which woke this process alone
+        (EPOLLEXCLUSIVE), unaccepted.
+        """
         outcome = self.handler.advance(pending)
         if outcome is True:
-            # Strategy: a complete request goes to a free worker at once (the
-            # usual case); the queue, served in order, is for when none is.
-            if self._ready or not self.has_capacity():
+            if not at_once or self._ready or not self.has_capacity():
                 self._ready.append(pending)
             else:
                 self._handed += 1
