@@ -379,7 +379,7 @@ class ConnectionHandler:
         try:
             return _receive_head(connection.sock, connection.parser, self.config.header_timeout)
         except ProtocolError as exc:
-            _reject(connection.sock, connection, exc)
+            _reject(connection, exc)
         except TimeoutError:
             log.warning(
                 "%s: no complete request header within %ss; connection closed",
@@ -555,8 +555,9 @@ def _no_body(size: int) -> bytes:
     return b""
 
 
-def _reject(sock: _socket.socket, peer: Pending, exc: ProtocolError) -> None:
-    log.warning("%s: rejected request (%d): %s", peer, exc.status_hint, exc.reason)
+def _reject(connection: Pending, exc: ProtocolError) -> None:
+    log.warning("%s: rejected request (%d): %s", connection, exc.status_hint, exc.reason)
+    sock = connection.sock
     try:
         sock.settimeout(_ERROR_DRAIN_SECONDS)
         sock.sendall(encode_error_response(exc.status_hint, exc.reason))
