@@ -551,3 +551,21 @@ def test_round_trip_of_random_headers(
     expected += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     assert list(outcome.head.headers.items()) == expected
     assert bytes(outcome.body) == body
+
+
+def test_a_long_content_length_of_leading_zeros_is_a_small_length() -> None:
+    # More than 18 characters takes the full checks: only significant digits count.
+    block = b"CONTENT_LENGTH\0" + b"0" * 25 + b"5\0SCGI\x001\0"
+    outcome = feed(RequestParser(), [b"%d:%s,hello" % (len(block), block)])
+    assert outcome.head is not None
+    assert outcome.head.content_length == 5
+    assert bytes(outcome.body) == b"hello"
+    assert outcome.ended
+
+
+def test_nineteen_significant_digits_are_too_large_even_before_a_bad_scgi() -> None:
+    # The checks run in order: the length's size comes before SCGI's value.
+    block = b"CONTENT_LENGTH\0" + b"0" * 3 + b"1" * 19 + b"\0SCGI\x002\0"
+    with pytest.raises(BodyTooLarge) as info:
+        feed(RequestParser(), [b"%d:%s," % (len(block), block)])
+    assert "is too large" in info.value.reason
