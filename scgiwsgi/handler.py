@@ -186,16 +186,17 @@ class ConnectionHandler:
             sock, listener, self._new_parser(), started, started + self.config.header_timeout
         )
         try:
-            head = self._read_head(connection)
-            if head is not None:
+            connection.head = self._read_head(connection)
+            if connection.head is not None:
                 sock.settimeout(None)
-                self._set_kernel_timeouts(sock)
-                self._serve(connection, head)
         except Exception:
-            log.exception("%s: unexpected error while serving the connection", connection)
+            log.exception("%s: unexpected error while reading the request header", connection)
             _abort(sock)
-        finally:
+            connection.head = None
+        if connection.head is None:
             sock.close()
+            return
+        self.serve(connection)
 
     # -- the non-blocking intake of the header ------------------------------------------
 
@@ -299,6 +300,8 @@ class ConnectionHandler:
             )
         pending.sock.close()
 
+    # -- serving ----------------------------------------------------------------------
+
     def serve(self, pending: Pending) -> None:
         """Serve a connection whose head is complete, and close it (blocking)."""
         sock = pending.sock
@@ -306,9 +309,46 @@ class ConnectionHandler:
         try:
             if head is None:
                 raise RuntimeError("serve() needs a complete request head")
+            # The socket is blocking, with the kernel timeouts of body_timeout.
             if not pending.timeouts_set:
                 self._set_kernel_timeouts(sock)
-            self._serve(pending, head)
+            length = head.content_length
+            # Keep our own reference: the app or a middleware may replace
+            # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
+            body = self._body_input(pending, length) if length else BodyInput(_no_body, 0)
+            environ = environ_from_variables(
+                head.variables,
+                server=self._servers.get(pending.listener.display)
+                or self._new_server_info(pending.listener),
+                wsgi_input=body,
+                wsgi_errors=sys.stderr,
+                file_wrapper=FileWrapper,
+            )
+            if self.on_request is not None:
+                self.on_request(environ)
+            is_head = environ["REQUEST_METHOD"] == "HEAD"
+            response = Response(sock.sendall, pending.send_file, is_head)
+            outcome = run_application(self.app, environ, response)
+            if self.access_log is not None:
+                seconds = time.monotonic() - pending.started
+                _log_access(self.access_log, environ, response, seconds, pending)
+            if outcome is _ABORT:
+                _abort(sock)
+                return
+            # Strategy: closing a socket with unread input makes the kernel
+            # send a reset, and a front end still sending the body would then
+            # report an error instead of our response.  Half-close first, then
+            # read the rest of the body (bounded by CONTENT_LENGTH and the
+            # body timeouts) before closing.  The half-close also ends the
+            # response when another process holds a copy of the descriptor
+            # (--inetd's fds 0 and 1, a child the application forked), where
+            # close() alone would send nothing.
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                if length and body.remaining:
+                    body.discard()
+            except (OSError, ClientDisconnected):
+                pass
         except Exception:
             log.exception("%s: unexpected error while serving the connection", pending.peer)
             _abort(sock)
@@ -316,48 +356,6 @@ class ConnectionHandler:
             sock.close()
             if self.on_finished is not None:
                 self.on_finished()
-
-    # -- serving ----------------------------------------------------------------------
-
-    def _serve(self, connection: Pending, head: RequestHead) -> None:
-        # The socket is blocking, with the kernel timeouts of body_timeout.
-        sock = connection.sock
-        length = head.content_length
-        # Keep our own reference: the app or a middleware may replace
-        # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
-        body = self._body_input(connection, length) if length else BodyInput(_no_body, 0)
-        environ = environ_from_variables(
-            head.variables,
-            server=self._servers.get(connection.listener.display)
-            or self._new_server_info(connection.listener),
-            wsgi_input=body,
-            wsgi_errors=sys.stderr,
-            file_wrapper=FileWrapper,
-        )
-        if self.on_request is not None:
-            self.on_request(environ)
-        response = Response(sock.sendall, connection.send_file, environ["REQUEST_METHOD"] == "HEAD")
-        outcome = run_application(self.app, environ, response)
-        if self.access_log is not None:
-            seconds = time.monotonic() - connection.started
-            _log_access(self.access_log, environ, response, seconds, connection)
-        if outcome is _ABORT:
-            _abort(sock)
-            return
-        # Strategy: closing a socket with unread input makes the kernel send
-        # a reset, and a front end still sending the body would then report
-        # an error instead of our response.  Half-close first, then read the
-        # rest of the body (bounded by CONTENT_LENGTH and the body timeouts)
-        # before the caller closes.  The half-close also ends the response
-        # when another process holds a copy of the descriptor (--inetd's fds
-        # 0 and 1, a child the application forked), where close() alone
-        # would send nothing.
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            if length and body.remaining:
-                body.discard()
-        except (OSError, ClientDisconnected):
-            pass
 
     def _body_input(self, connection: Pending, length: int) -> BodyInput:
         """``wsgi.input`` for a body of ``length`` bytes, from what the head's read brought."""
