@@ -112,7 +112,10 @@ def environ_from_variables(
         environ["QUERY_STRING"] = uri.partition("?")[2] if uri else ""
     if environ.get("CONTENT_TYPE") == "":
         del environ["CONTENT_TYPE"]
-    scheme = url_scheme(environ)
+    # The scheme as nginx and Apache send it needs no call to url_scheme().
+    scheme = environ.get("REQUEST_SCHEME")
+    if scheme not in _SCHEMES or "HTTPS" in environ:
+        scheme = url_scheme(environ)
     _fill_server(environ, server, scheme)
     _fill_paths(environ, server.script_name)
     environ["wsgi.url_scheme"] = scheme
@@ -154,10 +157,7 @@ def url_scheme(environ: Mapping[str, Any]) -> str:
     https = environ.get("HTTPS")
     if https is not None and str(https).strip().lower() in ("on", "1"):
         return "https"
-    scheme = environ.get("REQUEST_SCHEME")
-    if scheme in _SCHEMES:
-        return str(scheme)  # as nginx and Apache send it: no need to normalize
-    scheme = str(scheme or "").strip().lower()
+    scheme = str(environ.get("REQUEST_SCHEME") or "").strip().lower()
     return scheme if scheme in _SCHEMES else "http"
 
 
@@ -211,7 +211,10 @@ def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
         environ.setdefault("SCRIPT_NAME", "")
         return
     path = (_apache_current_path(environ) if apache else None) or _request_path(environ)
-    environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
+    if prefix:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
+    else:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = "", path
 
 
 def is_apache_proxy(environ: Mapping[str, Any]) -> bool:
