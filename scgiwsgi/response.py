@@ -247,7 +247,8 @@ class Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise ResponseError("start_response was called a second time without exc_info")
-        code = validate_status(status)
+        # A status seen before is found in the cache without a call.
+        code = (type(status) is str and _valid_statuses.get(status)) or validate_status(status)
         if type(headers) is not list:
             raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
         checked = headers.copy()
