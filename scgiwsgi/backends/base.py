@@ -269,9 +269,10 @@ class Backend(abc.ABC):
             queued = probe.poll(0)
             if not queued:
                 return
+            # One connection per probe, so that the checks above hold for
+            # each (the next round probes again).
             handed = self._handed
-            for fd, _ in queued:
-                self._accept(poller, self._listener_of[fd], True)
+            self._accept(poller, self._listener_of[queued[0][0]], True)
             if self._handed == handed:
                 return  # taken by another process, refused, or its header is still arriving
 
@@ -337,20 +338,21 @@ class Backend(abc.ABC):
     def _advance(self, poller: Poller, pending: Pending, at_once: bool = False) -> None:
         """Read what a connection sent; queue it, or register it to wait for more.
 
-        ``at_once``: hand a complete request to a free worker straight away
-        (the accept burst, the usual case under load), not through the
-        queue.  Not while a batch of poll events is handled: the single
+        ``at_once``: hand a complete request to a worker straight away, not
+        through the queue.  Only for the accept burst (the usual case under
+        load), which saw a free worker and an empty queue just before the
+        accept.  Not while a batch of poll events is handled: the single
         backend serves inline, and a stop during that request would leave
         a later listener event of the batch, which woke this process alone
         (EPOLLEXCLUSIVE), unaccepted.
         """
         outcome = self.handler.advance(pending)
         if outcome is True:
-            if not at_once or self._ready or not self.has_capacity():
-                self._ready.append(pending)
-            else:
+            if at_once:
                 self._handed += 1
                 self.dispatch(pending)
+            else:
+                self._ready.append(pending)
         elif outcome is False:
             fd = pending.sock.fileno()  # still open: only None closes it
             self._pending[fd] = pending
