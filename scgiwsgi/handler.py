@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _socket
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -170,9 +169,7 @@ class ConnectionHandler:
         self._servers: dict[str, ServerInfo] = {}
         self._inheriting: dict[int, bool] = {}
         self._kernel_timeout = _timeval(config.body_timeout)
-        self._new_parser = functools.partial(
-            RequestParser, config.max_header_size, config.max_body_size
-        )
+        self._new_parser = RequestParser.factory(config.max_header_size, config.max_body_size)
 
     def handle(self, sock: _socket.socket, listener: ListenerInfo) -> None:
         """Serve the request on ``sock`` and close it; never raises ``Exception``.

@@ -430,6 +430,25 @@ def test_limits_are_checked_before_the_bytes_arrive() -> None:
         parser.next_event()
 
 
+def test_factory_parsers_keep_the_limits_they_were_made_with() -> None:
+    new_parser = RequestParser.factory(max_header_size=100, max_body_size=10)
+    parser = new_parser()
+    assert isinstance(parser, RequestParser)
+    assert (parser.max_header_size, parser.max_body_size) == (100, 10)
+    with pytest.raises(HeaderTooLarge):
+        feed(parser, [b"101:"])
+    with pytest.raises(BodyTooLarge):
+        feed(new_parser(), [encode_request({}, b"x" * 11)])
+    outcome = feed(new_parser(), [encode_request({"HTTP_X": "y"}, b"x" * 10)])
+    assert outcome.head is not None
+    assert outcome.head.variables["HTTP_X"] == "y"
+    assert bytes(outcome.body) == b"x" * 10
+    assert outcome.ended
+    # Each call makes a new parser; the class's own defaults are unchanged.
+    assert new_parser() is not new_parser()
+    assert RequestParser().max_header_size == 64 * 1024
+
+
 def test_headers_are_computed_once() -> None:
     head = parse_whole(SPEC_EXAMPLE).head
     assert head is not None
