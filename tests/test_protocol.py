@@ -449,12 +449,21 @@ def test_factory_parsers_keep_the_limits_they_were_made_with() -> None:
     assert RequestParser().max_header_size == 64 * 1024
 
 
-def test_headers_are_computed_once() -> None:
+def test_headers_are_the_variables_as_wire_bytes() -> None:
     head = parse_whole(SPEC_EXAMPLE).head
     assert head is not None
-    assert head.headers is head.headers
     assert head.headers[b"REQUEST_METHOD"] == b"POST"
     assert head.variables["REQUEST_METHOD"] == "POST"
+    assert list(head.headers) == [name.encode("latin-1") for name in head.variables]
+
+
+def test_a_head_cannot_be_changed() -> None:
+    head = parse_whole(SPEC_EXAMPLE).head
+    assert head is not None
+    assert type(head) is RequestHead
+    with pytest.raises(AttributeError):
+        head.content_length = 0  # type: ignore[misc]
+    assert head == RequestHead(head.variables, 27)
 
 
 def _with_content_length(raw_length: bytes) -> bytes:
