@@ -37,7 +37,7 @@ from .protocol import (
 )
 from .redirects import AbsoluteRedirects
 from .response import ClientDisconnected, FileWrapper, Response
-from .wsgi_input import BodyInput
+from .wsgi_input import BodyInput, all_in_hand, empty_input
 
 __all__ = ["AccessLogger", "ConnectionHandler", "ListenerInfo", "PeerName", "Pending"]
 
@@ -312,7 +312,7 @@ class ConnectionHandler:
             length = head.content_length
             # Keep our own reference: the app or a middleware may replace
             # environ["wsgi.input"] with a wrapper that lacks BodyInput's API.
-            body = self._body_input(pending, length) if length else BodyInput(_no_body, 0)
+            body = self._body_input(pending, length) if length else empty_input()
             environ = environ_from_variables(
                 head.variables,
                 server=self._servers.get(pending.listener.display)
@@ -366,7 +366,7 @@ class ConnectionHandler:
             event = NEED_DATA  # the reader reports it when the app reads
         received = event.data if type(event) is BodyData else b""
         if not parser.body_remaining:
-            return BodyInput(_no_body, length, received)
+            return BodyInput(all_in_hand, length, received)
         reader = _BodyReader(connection.sock, parser, self.config.body_timeout, length)
         return BodyInput(reader.read_chunk, length, received)
 
@@ -543,11 +543,6 @@ def _read_and_send(sock: _socket.socket, file: IO[bytes], offset: int, count: in
         sock.sendall(data)
         sent += len(data)
     return sent
-
-
-def _no_body(size: int) -> bytes:
-    """``read_chunk`` of a body that is all in hand, or empty (BodyInput never calls it)."""
-    return b""
 
 
 def _reject(connection: Pending, exc: ProtocolError) -> None:

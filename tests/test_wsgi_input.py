@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator
 
 import pytest
 
-from scgiwsgi.wsgi_input import BodyInput
+from scgiwsgi.wsgi_input import BodyInput, empty_input
 
 TRAILER = b"NEXT-REQUEST-BYTES-THAT-ARE-NOT-BODY"
 
@@ -117,6 +117,26 @@ def test_empty_body_never_calls_read_chunk() -> None:
     assert stream.readinto(bytearray(4)) == 0
     assert stream.discard() == 0
     assert source.calls == []
+
+
+def test_an_empty_input_reads_as_an_empty_body() -> None:
+    stream = empty_input()
+    assert type(stream) is BodyInput
+    assert stream.remaining == 0
+    assert stream.read() == b""
+    assert stream.read(100) == b""
+    assert stream.readline() == b""
+    assert list(stream) == []
+    assert stream.readinto(bytearray(4)) == 0
+    assert stream.discard() == 0
+    assert not stream.closed
+    stream.close()
+    assert stream.closed
+    # Closing one empty input leaves the next one (and the class) open.
+    assert not empty_input().closed
+    assert empty_input() is not empty_input()
+    stream.note = "apps may set attributes"
+    assert not hasattr(empty_input(), "note")
 
 
 def test_mixed_reads_stay_inside_the_body(piece: int | None) -> None:
