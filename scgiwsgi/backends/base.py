@@ -90,6 +90,8 @@ class Backend(abc.ABC):
     """Whether the backend may end the process when requests outlive the grace time."""
     shares_listeners: bool = False
     """Set in prefork workers: sibling processes accept on the same sockets."""
+    serves_inline: ClassVar[bool] = False
+    """Whether :meth:`dispatch` serves the request before it returns (then the worker is free)."""
 
     def __init__(self, listeners: Sequence[Listening], handler: Handler, config: Config) -> None:
         self.listeners = list(listeners)
@@ -263,8 +265,11 @@ class Backend(abc.ABC):
         # 1.8 us in Python 3.11).  The poller cannot tell: with
         # EPOLLEXCLUSIVE a connection wakes one process's poller, not all.
         probe = self._probe
+        inline = self.serves_inline  # then the worker is free: no has_capacity() call
         for _ in range(ACCEPT_BURST):
-            if self._stop_asked or self._pending or self._ready or not self.has_capacity():
+            if self._stop_asked or self._pending or self._ready:
+                return
+            if not (inline or self.has_capacity()):
                 return
             queued = probe.poll(0)
             if not queued:

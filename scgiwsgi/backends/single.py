@@ -27,6 +27,7 @@ class SingleBackend(Backend):
 
     name = "single"
     multithread = False
+    serves_inline = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
