@@ -75,18 +75,18 @@ class RequestHead(NamedTuple):
         }
 
 
-_new_tuple = tuple.__new__
+class BodyData(NamedTuple):
+    """A non-empty piece of the request body.
 
-
-@dataclasses.dataclass(frozen=True, init=False)
-class BodyData:
-    """A non-empty piece of the request body."""
+    A tuple for the reason :class:`RequestHead` is one: the parser makes one
+    per piece of body read, with ``tuple.__new__``.
+    """
 
     data: bytes
 
-    def __init__(self, data: bytes) -> None:
-        # One per piece of body read: set as RequestHead sets its fields.
-        self.__dict__["data"] = data
+
+_new_tuple = tuple.__new__
+"""Makes a RequestHead or a BodyData from a tuple of its fields, running no Python code."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,7 +340,7 @@ class RequestParser:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self._body_remaining == 0:
                 self._state = _DONE
-            return BodyData(data)
+            return _new_tuple(BodyData, (data,))
         if self._body_remaining == 0:
             self._state = _DONE
             return self._done_event()
