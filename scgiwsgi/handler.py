@@ -342,7 +342,7 @@ class ConnectionHandler:
             # close() alone would send nothing.
             try:
                 sock.shutdown(socket.SHUT_WR)
-                if length and body.remaining:
+                if length and body.unpulled:
                     body.discard()
             except (OSError, ClientDisconnected):
                 pass

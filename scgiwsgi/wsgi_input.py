@@ -49,8 +49,8 @@ class BodyInput:
     # No __slots__: these class attributes are the state of an empty body,
     # which empty_input() makes without running __init__.
     _read_chunk: ReadChunk = staticmethod(all_in_hand)
-    _unpulled = 0
-    """Body bytes not yet pulled with ``_read_chunk``."""
+    unpulled = 0
+    """Body bytes not yet pulled with ``read_chunk`` (still on the socket); read-only."""
     _buffer = b""
     """Bytes pulled (or received) and not yet returned."""
     closed = False
@@ -64,13 +64,13 @@ class BodyInput:
                 raise ValueError("received holds more bytes than length")
             length -= len(received)
         self._read_chunk = read_chunk
-        self._unpulled = length
+        self.unpulled = length
         self._buffer = received
 
     @property
     def remaining(self) -> int:
         """Body bytes not yet returned to the application."""
-        return self._unpulled + len(self._buffer)
+        return self.unpulled + len(self._buffer)
 
     def readable(self) -> bool:
         """True: the body can be read."""
@@ -111,7 +111,7 @@ class BodyInput:
         self.close()
 
     def _pull(self, size: int) -> bytes:
-        size = min(size, self._unpulled)
+        size = min(size, self.unpulled)
         if size <= 0:
             return b""
         data = self._read_chunk(size)
@@ -119,7 +119,7 @@ class BodyInput:
             raise ConnectionError("request body ended before CONTENT_LENGTH")
         if len(data) > size:
             raise RuntimeError("read_chunk returned more bytes than asked")
-        self._unpulled -= len(data)
+        self.unpulled -= len(data)
         return data
 
     def read(self, size: int | None = -1) -> bytes:
@@ -130,11 +130,16 @@ class BodyInput:
         """
         if size is None or size < 0:
             return self.readall()
-        taken = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        parts = [taken] if taken else []
-        missing = size - len(taken)
-        while missing > 0 and self._unpulled:
+        buffer = self._buffer
+        if len(buffer) >= size or not self.unpulled:
+            # All from the bytes in hand (the whole body, when it came with
+            # the head): taking all of them makes no copy.
+            self._buffer = buffer[size:]
+            return buffer[:size]
+        self._buffer = b""
+        parts = [buffer] if buffer else []
+        missing = size - len(buffer)
+        while missing > 0 and self.unpulled:
             data = self._pull(missing)
             parts.append(data)
             missing -= len(data)
@@ -144,8 +149,8 @@ class BodyInput:
         """Read the rest of the body."""
         parts = [self._buffer] if self._buffer else []
         self._buffer = b""
-        while self._unpulled:
-            parts.append(self._pull(max(self._unpulled, 1)))
+        while self.unpulled:
+            parts.append(self._pull(max(self.unpulled, 1)))
         return _joined(parts)
 
     def readinto(self, target: bytearray | memoryview) -> int:
@@ -199,7 +204,7 @@ class BodyInput:
         """Read and drop what remains of the body; return how many bytes."""
         dropped = len(self._buffer)
         self._buffer = b""
-        while self._unpulled:
+        while self.unpulled:
             dropped += len(self._pull(_DEFAULT_CHUNK))
         return dropped
 

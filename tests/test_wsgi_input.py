@@ -321,9 +321,25 @@ def test_a_body_received_whole_never_pulls() -> None:
         raise AssertionError("read_chunk called for a body already in hand")
 
     stream = BodyInput(no_pull, len(BODY), BODY)
+    assert stream.unpulled == 0
     assert stream.read() is BODY  # handed over as it is, not copied
     assert stream.read(1) == b""
     assert BodyInput(no_pull, len(BODY), BODY).discard() == len(BODY)
+    # read(CONTENT_LENGTH), as Django and Flask call it, or more: no copy either.
+    assert BodyInput(no_pull, len(BODY), BODY).read(len(BODY)) is BODY
+    assert BodyInput(no_pull, len(BODY), BODY).read(len(BODY) + 10) is BODY
+    stream = BodyInput(no_pull, len(BODY), BODY)
+    assert stream.read(5) == BODY[:5]
+    assert stream.read(len(BODY)) == BODY[5:]
+
+
+def test_unpulled_counts_what_is_still_to_pull() -> None:
+    stream = BodyInput(Source(BODY[4:]), len(BODY), BODY[:4])
+    assert stream.unpulled == len(BODY) - 4
+    assert stream.read(2) == BODY[:2]
+    assert stream.unpulled == len(BODY) - 4
+    assert stream.read(10) == BODY[2:12]
+    assert stream.unpulled == len(BODY) - 12
 
 
 def test_received_bytes_beyond_the_length_are_refused() -> None:
