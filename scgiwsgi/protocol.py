@@ -148,7 +148,8 @@ class RequestParser:
     """Where the header block starts in _buffer; 0 until the length prefix is read."""
     _block_end = 0
     """Where the header block's ',' must be in _buffer."""
-    _body_remaining = 0
+    body_remaining = 0
+    """Body bytes still expected from the peer (0 before the head); read-only."""
     _received_any = False
     _eof = False
     _end_sent = False
@@ -193,11 +194,6 @@ class RequestParser:
     def received_any(self) -> bool:
         """Whether any byte has arrived from the peer yet."""
         return self._received_any
-
-    @property
-    def body_remaining(self) -> int:
-        """Body bytes still expected from the peer (0 before the head)."""
-        return self._body_remaining
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side.
@@ -279,7 +275,7 @@ class RequestParser:
                 f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
             )
         self._buffer = b""
-        self._body_remaining = content_length
+        self.body_remaining = content_length
         if content_length:
             self._body_chunks = []
             self._state = _BODY
@@ -326,27 +322,27 @@ class RequestParser:
     # -- the body -------------------------------------------------------------
 
     def _take_body(self, data: bytes) -> None:
-        remaining = self._body_remaining
+        remaining = self.body_remaining
         if len(data) > remaining:
             data = data[:remaining]
         if data:
             self._body_chunks.append(data)
-            self._body_remaining = remaining - len(data)
+            self.body_remaining = remaining - len(data)
 
     def _body_event(self) -> Event | _NeedData:
         if self._body_chunks:
             chunks = self._body_chunks
             self._body_chunks = []
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if self._body_remaining == 0:
+            if self.body_remaining == 0:
                 self._state = _DONE
             return _new_tuple(BodyData, (data,))
-        if self._body_remaining == 0:
+        if self.body_remaining == 0:
             self._state = _DONE
             return self._done_event()
         if self._eof:
             raise IncompleteRequest(
-                f"peer closed the connection with {self._body_remaining} body bytes missing"
+                f"peer closed the connection with {self.body_remaining} body bytes missing"
             )
         return NEED_DATA
 
