@@ -140,3 +140,44 @@ def test_connections_queued_on_two_listeners_are_all_served() -> None:
     finally:
         backend.shutdown()
         thread.join(10)
+
+
+def test_a_busy_listener_does_not_starve_another() -> None:
+    # Twelve connections queue on one listener, then one on the other; once
+    # the first request ends, the burst takes from both listeners in turn.
+    config = Config()
+    listeners = [bind(parse_bind("127.0.0.1:0")), bind(parse_bind("127.0.0.1:0"))]
+    first_running = threading.Event()
+    served: list[str] = []
+
+    def recording(environ: dict[str, object], start_response: object) -> list[bytes]:
+        served.append(str(environ["REQUEST_URI"]))
+        if environ["REQUEST_URI"] == "/first":
+            first_running.set()
+            time.sleep(0.3)
+        return _hello(environ, start_response)
+
+    handler = ConnectionHandler(recording, config, multithread=False, multiprocess=True)
+    backend = SingleBackend(listeners, handler, config)
+    thread = threading.Thread(target=backend.serve_forever, daemon=True)
+    thread.start()
+    busy, other = (listener.sock.getsockname()[:2] for listener in listeners)
+    try:
+        first = socket.create_connection(busy, timeout=5)
+        first.sendall(encode_request({"REQUEST_URI": "/first"}))
+        assert first_running.wait(5)
+        queued = []
+        for index in range(12):
+            sock = socket.create_connection(busy, timeout=5)
+            sock.sendall(encode_request({"REQUEST_URI": f"/busy/{index}"}))
+            queued.append(sock)
+        lone = socket.create_connection(other, timeout=5)
+        lone.sendall(encode_request({"REQUEST_URI": "/other"}))
+        for sock in [first, *queued, lone]:
+            with sock:
+                assert sock.recv(4096).startswith(b"Status: 200 OK")
+    finally:
+        backend.shutdown()
+        thread.join(10)
+    assert len(served) == 14
+    assert served.index("/other") <= 3, served

@@ -270,14 +270,19 @@ class Backend(abc.ABC):
             if self._stop_asked or self._pending or self._ready:
                 return
             if not (inline or self.has_capacity()):
-                return
+                return  # before the probe: no system call while every worker is busy
             queued = probe.poll(0)
             if not queued:
                 return
-            # One connection per probe, so that the checks above hold for
-            # each (the next round probes again).
             handed = self._handed
-            self._accept(poller, self._listener_of[queued[0][0]], True)
+            # One connection from each listener that has one (in turn, so
+            # that a busy listener cannot starve another), each while a
+            # worker is free (_accept() hands it over without asking) and
+            # no stop came during the one before.
+            for fd, _ in queued:
+                if self._stop_asked or not (inline or self.has_capacity()):
+                    return
+                self._accept(poller, self._listener_of[fd], True)
             if self._handed == handed:
                 return  # taken by another process, refused, or its header is still arriving
 
