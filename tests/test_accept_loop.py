@@ -106,15 +106,20 @@ def test_one_client_at_a_time_never_meets_an_empty_queue() -> None:
     assert counting.empty_accepts == 0
 
 
-def test_connections_queued_on_two_listeners_are_all_served() -> None:
-    # While the first request runs, connections queue on both listeners;
-    # the loop then takes them back to back, each from the listener the
-    # probe found ready.
+def _served_in_order(targets: list[int]) -> list[str]:
+    """Queue requests on two listeners while the first one runs; the URIs in the order served.
+
+    A single backend listens on two sockets.  While its ``/first`` request
+    (on listener 0) sleeps, one request ``/queued/N`` is queued on listener
+    ``targets[N]`` for each N; every answer must be a 200.
+    """
     config = Config()
     listeners = [bind(parse_bind("127.0.0.1:0")), bind(parse_bind("127.0.0.1:0"))]
     first_running = threading.Event()
+    served: list[str] = []
 
     def slow_first(environ: dict[str, object], start_response: object) -> list[bytes]:
+        served.append(str(environ["REQUEST_URI"]))
         if environ["REQUEST_URI"] == "/first":
             first_running.set()
             time.sleep(0.3)
@@ -130,8 +135,8 @@ def test_connections_queued_on_two_listeners_are_all_served() -> None:
         first.sendall(encode_request({"REQUEST_URI": "/first"}))
         assert first_running.wait(5)
         queued = []
-        for index in range(6):
-            sock = socket.create_connection(addresses[index % 2], timeout=5)
+        for index, target in enumerate(targets):
+            sock = socket.create_connection(addresses[target], timeout=5)
             sock.sendall(encode_request({"REQUEST_URI": f"/queued/{index}"}))
             queued.append(sock)
         for sock in [first, *queued]:
@@ -140,44 +145,19 @@ def test_connections_queued_on_two_listeners_are_all_served() -> None:
     finally:
         backend.shutdown()
         thread.join(10)
+    return served
+
+
+def test_connections_queued_on_two_listeners_are_all_served() -> None:
+    # The loop takes them back to back, each from the listener the probe
+    # found ready.
+    served = _served_in_order([index % 2 for index in range(6)])
+    assert sorted(served) == ["/first"] + [f"/queued/{index}" for index in range(6)]
 
 
 def test_a_busy_listener_does_not_starve_another() -> None:
     # Twelve connections queue on one listener, then one on the other; once
     # the first request ends, the burst takes from both listeners in turn.
-    config = Config()
-    listeners = [bind(parse_bind("127.0.0.1:0")), bind(parse_bind("127.0.0.1:0"))]
-    first_running = threading.Event()
-    served: list[str] = []
-
-    def recording(environ: dict[str, object], start_response: object) -> list[bytes]:
-        served.append(str(environ["REQUEST_URI"]))
-        if environ["REQUEST_URI"] == "/first":
-            first_running.set()
-            time.sleep(0.3)
-        return _hello(environ, start_response)
-
-    handler = ConnectionHandler(recording, config, multithread=False, multiprocess=True)
-    backend = SingleBackend(listeners, handler, config)
-    thread = threading.Thread(target=backend.serve_forever, daemon=True)
-    thread.start()
-    busy, other = (listener.sock.getsockname()[:2] for listener in listeners)
-    try:
-        first = socket.create_connection(busy, timeout=5)
-        first.sendall(encode_request({"REQUEST_URI": "/first"}))
-        assert first_running.wait(5)
-        queued = []
-        for index in range(12):
-            sock = socket.create_connection(busy, timeout=5)
-            sock.sendall(encode_request({"REQUEST_URI": f"/busy/{index}"}))
-            queued.append(sock)
-        lone = socket.create_connection(other, timeout=5)
-        lone.sendall(encode_request({"REQUEST_URI": "/other"}))
-        for sock in [first, *queued, lone]:
-            with sock:
-                assert sock.recv(4096).startswith(b"Status: 200 OK")
-    finally:
-        backend.shutdown()
-        thread.join(10)
+    served = _served_in_order([0] * 12 + [1])
     assert len(served) == 14
-    assert served.index("/other") <= 3, served
+    assert served.index("/queued/12") <= 3, served
