@@ -213,7 +213,7 @@ def _fill_paths(environ: dict[str, Any], prefix: str) -> None:
     path = (_apache_current_path(environ) if apache else None) or _request_path(environ)
     if prefix:
         environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_script_name(path, prefix)
-    else:
+    else:  # what split_script_name() gives without a prefix, without the call
         environ["SCRIPT_NAME"], environ["PATH_INFO"] = "", path
 
 
