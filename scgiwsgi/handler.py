@@ -360,11 +360,7 @@ class ConnectionHandler:
         # of a body of up to 64 KiB, usually); taking it now costs no I/O,
         # and a body that is all there needs no reader of the socket.
         parser = connection.parser
-        try:
-            event = parser.next_event()
-        except IncompleteRequest:
-            event = NEED_DATA  # the reader reports it when the app reads
-        received = event.data if type(event) is BodyData else b""
+        received = parser.take_body()
         if not parser.body_remaining:
             return BodyInput(all_in_hand, length, received)
         reader = _BodyReader(connection.sock, parser, self.config.body_timeout, length)

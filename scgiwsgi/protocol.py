@@ -275,12 +275,13 @@ class RequestParser:
                 f"CONTENT_LENGTH {content_length} exceeds max_body_size ({self.max_body_size})"
             )
         self._buffer = b""
-        self.body_remaining = content_length
         if content_length:
-            self._body_chunks = []
+            # What came of the body with the head: one copy (bytes() of a
+            # bytes slice is the slice itself).
+            body = bytes(buffer[end + 1 : end + 1 + content_length])
+            self._body_chunks = [body] if body else []
+            self.body_remaining = content_length - len(body)
             self._state = _BODY
-            if len(buffer) > end + 1:
-                self._take_body(bytes(buffer[end + 1 :]))
         else:
             self._state = _DONE
         return _new_tuple(RequestHead, (variables, content_length))
@@ -329,14 +330,24 @@ class RequestParser:
             self._body_chunks.append(data)
             self.body_remaining = remaining - len(data)
 
+    def take_body(self) -> bytes:
+        """The body bytes received and not yet returned, as one ``bytes``; ``b""`` if none.
+
+        What the next :class:`BodyData` would carry, without the event: a
+        server takes the body that came with the head this way.  The events
+        then go on from there (:class:`EndOfRequest` if the body is complete).
+        """
+        if self._state is not _BODY or not self._body_chunks:
+            return b""
+        chunks = self._body_chunks
+        self._body_chunks = []
+        if self.body_remaining == 0:
+            self._state = _DONE
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     def _body_event(self) -> Event | _NeedData:
         if self._body_chunks:
-            chunks = self._body_chunks
-            self._body_chunks = []
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if self.body_remaining == 0:
-                self._state = _DONE
-            return _new_tuple(BodyData, (data,))
+            return _new_tuple(BodyData, (self.take_body(),))
         if self.body_remaining == 0:
             self._state = _DONE
             return self._done_event()

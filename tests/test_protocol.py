@@ -301,6 +301,48 @@ def test_body_is_delivered_as_it_arrives() -> None:
     assert isinstance(parser.next_event(), EndOfRequest)
 
 
+def test_take_body_returns_what_came_and_the_events_go_on_from_there() -> None:
+    comma = SPEC_EXAMPLE.index(b",")
+    parser = RequestParser()
+    assert parser.take_body() == b""  # before the head
+    parser.receive_data(SPEC_EXAMPLE[: comma + 5])
+    assert isinstance(parser.next_event(), RequestHead)
+    assert parser.take_body() == b"What"
+    assert parser.take_body() == b""
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(SPEC_EXAMPLE[comma + 5 : comma + 8])
+    parser.receive_data(SPEC_EXAMPLE[comma + 8 :] + b"ignored")
+    assert parser.take_body() == b" is the answer to life?"  # two pieces, joined
+    assert parser.body_remaining == 0
+    assert isinstance(parser.next_event(), EndOfRequest)
+    assert parser.take_body() == b""
+
+
+def test_take_body_gives_a_whole_body_that_came_with_the_head() -> None:
+    body = bytes(range(256)) * 64
+    request = encode_request({"REQUEST_METHOD": "POST"}, body)
+    parser = RequestParser()
+    parser.receive_data(request)
+    assert isinstance(parser.next_event(), RequestHead)
+    taken = parser.take_body()
+    assert taken == body
+    assert type(taken) is bytes
+    assert isinstance(parser.next_event(), EndOfRequest)
+
+
+def test_a_head_that_came_in_pieces_yields_its_body_as_bytes() -> None:
+    # The head's buffer is a bytearray once a second piece arrived; the
+    # body taken from it must still be an immutable bytes.
+    parser = RequestParser()
+    parser.receive_data(SPEC_EXAMPLE[:3])
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(SPEC_EXAMPLE[3:])
+    assert isinstance(parser.next_event(), RequestHead)
+    event = parser.next_event()
+    assert event == BodyData(b"What is the answer to life?")
+    assert isinstance(event, BodyData) and type(event.data) is bytes
+
+
 def test_end_of_request_is_returned_once() -> None:
     parser = RequestParser()
     parser.receive_data(encode_request({"REQUEST_METHOD": "GET"}))
