@@ -107,6 +107,8 @@ def environ_from_variables(
     # runs once per request, and a call costs more than the lines.
     if "REQUEST_METHOD" not in environ:
         environ["REQUEST_METHOD"] = "GET"
+    if "SERVER_PROTOCOL" not in environ:
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1"
     if "QUERY_STRING" not in environ:
         uri = environ.get("REQUEST_URI")
         environ["QUERY_STRING"] = uri.partition("?")[2] if uri else ""
@@ -116,8 +118,15 @@ def environ_from_variables(
     scheme = environ.get("REQUEST_SCHEME")
     if scheme not in _SCHEMES or "HTTPS" in environ:
         scheme = url_scheme(environ)
-    _fill_server(environ, server, scheme)
-    _fill_paths(environ, server.script_name)
+    # What nginx and Apache send needs no call to _fill_server_address()
+    # or _fill_paths().
+    if not (environ.get("SERVER_NAME") and environ.get("SERVER_PORT")):
+        _fill_server_address(environ, server, scheme)
+    prefix = server.script_name
+    if prefix or "PATH_INFO" in environ or "SCRIPT_FILENAME" in environ:
+        _fill_paths(environ, prefix)
+    else:  # what _fill_paths() does for these, without the call
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = "", _request_path(environ)
     environ["wsgi.url_scheme"] = scheme
     environ["wsgi.input"] = wsgi_input
     environ["wsgi.errors"] = wsgi_errors if wsgi_errors is not None else sys.stderr
@@ -175,16 +184,12 @@ def split_script_name(path: str, prefix: str) -> tuple[str, str]:
     return "", path
 
 
-def _fill_server(environ: dict[str, Any], server: ServerInfo, scheme: str) -> None:
-    if "SERVER_PROTOCOL" not in environ:
-        environ["SERVER_PROTOCOL"] = "HTTP/1.1"
+def _fill_server_address(environ: dict[str, Any], server: ServerInfo, scheme: str) -> None:
+    # The Host header's name and port, where the front end sent no (or an
+    # empty) SERVER_NAME or SERVER_PORT (nginx leaves SERVER_NAME empty when
+    # its server block has no server_name).
     name = environ.get("SERVER_NAME")
     port = environ.get("SERVER_PORT")
-    if name and port:
-        return
-    # The Host header's name and port, where the front end sent no
-    # SERVER_NAME or SERVER_PORT (nginx leaves SERVER_NAME empty when its
-    # server block has no server_name).
     host_header = environ.get("HTTP_HOST", "")
     if host_header.startswith("["):
         host, _, rest = host_header.partition("]")

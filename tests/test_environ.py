@@ -251,6 +251,16 @@ def test_nginx_style_path_from_request_uri(uri: str, path_info: str) -> None:
     assert environ["PATH_INFO"] == path_info
 
 
+@pytest.mark.parametrize("script_filename", [None, "/srv/www/app.scgi"])
+def test_a_script_filename_of_a_file_leaves_the_path_to_request_uri(
+    script_filename: str | None,
+) -> None:
+    # Only Apache's "proxy:" SCRIPT_FILENAME changes where the path comes from.
+    extra = {} if script_filename is None else {"SCRIPT_FILENAME": script_filename}
+    environ = environ_for({"REQUEST_URI": "/a%20b?q", "SCRIPT_NAME": "/a b", **extra})
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("", "/a b")
+
+
 def test_raw_and_percent_encoded_utf8_paths_agree() -> None:
     # A client may send UTF-8 unencoded; the wire bytes must not be re-encoded.
     raw = {b"CONTENT_LENGTH": b"0", b"REQUEST_URI": b"/caf\xc3\xa9?x"}
