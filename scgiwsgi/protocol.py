@@ -428,10 +428,23 @@ def _show(value: str, limit: int = 40) -> str:
 # -- encoders ---------------------------------------------------------------
 
 
+_RFC_9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+"""Phrases RFC 9110 renamed, which ``http.HTTPStatus`` has only from Python 3.13."""
+
+
 def reason_phrase(code: int) -> str:
-    """The standard reason phrase of ``code``, or ``""`` if it has none."""
+    """The standard reason phrase of ``code`` (RFC 9110's), or ``""`` if it has none.
+
+    The same on every Python version: ``http.HTTPStatus``'s, with the names
+    RFC 9110 gave 413, 414, 416 and 422.
+    """
     try:
-        return http.HTTPStatus(code).phrase
+        return _RFC_9110_PHRASES.get(code) or http.HTTPStatus(code).phrase
     except ValueError:
         return ""
 
