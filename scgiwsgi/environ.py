@@ -118,8 +118,9 @@ def environ_from_variables(
     scheme = environ.get("REQUEST_SCHEME")
     if scheme not in _SCHEMES or "HTTPS" in environ:
         scheme = url_scheme(environ)
-    # What nginx and Apache send needs no call to _fill_server_address()
-    # or _fill_paths().
+    # A request with SERVER_NAME and SERVER_PORT (Apache; nginx with a
+    # server_name) needs no _fill_server_address() call, and one as nginx
+    # sends it (no PATH_INFO, no SCRIPT_FILENAME) no _fill_paths() call.
     if not (environ.get("SERVER_NAME") and environ.get("SERVER_PORT")):
         _fill_server_address(environ, server, scheme)
     prefix = server.script_name
