@@ -277,7 +277,9 @@ class RequestParser:
         self._buffer = b""
         if content_length:
             # What came of the body with the head: one copy (bytes() of a
-            # bytes slice is the slice itself).
+            # bytes slice is the slice itself).  The bookkeeping of
+            # _take_body(), written out: calling it here costs a POST 1.2k
+            # machine instructions more (0.6%).
             body = bytes(buffer[end + 1 : end + 1 + content_length])
             self._body_chunks = [body] if body else []
             self.body_remaining = content_length - len(body)
